@@ -1,0 +1,482 @@
+//! One NEO connection: the handle the node's thread uses to send, and the tokio task that
+//! reads, decodes, correlates answers with requests and writes.
+//!
+//! Message ids are allocated by the handle (one counter per connection, for requests and
+//! notifications, wrapping at 2^32). A request's expected answer is recorded before the
+//! request is queued, so an answer can never arrive before its record. Answers are matched
+//! by msg_id, in any order; notifications that reuse a pending request's id (replication
+//! streams) are delivered as ordinary packets and leave the request pending.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use bytes::Bytes;
+use neo_protocol::{
+    encode_message, DecodeError, Decoder, ErrorCode, HandshakeMode, Message, Packet, PacketKind,
+    HANDSHAKE, RESPONSE_MASK,
+};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc as tokio_mpsc;
+
+use crate::socket::BoxedStream;
+use crate::{ConnectionId, Event};
+
+/// Writes are gathered up to this size before a syscall; larger packets go out alone.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Why a packet could not be queued.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SendError {
+    #[error("the connection is closed")]
+    Closed,
+    #[error("{0} is not a request (it expects no answer)")]
+    NotARequest(&'static str),
+    #[error("{0} is not an answer")]
+    NotAnAnswer(&'static str),
+    #[error("{0} is an answer, not a request or notification")]
+    IsAnAnswer(&'static str),
+    #[error("encoded packet of {size} bytes is over the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+}
+
+/// Why a connection ended; every close is reported once, with one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The node closed it (after sending what was queued).
+    Local,
+    /// Every handle was dropped.
+    Dropped,
+    /// The peer closed it between packets.
+    PeerClosed,
+    /// The peer closed it in the middle of a packet or of the handshake.
+    PeerClosedMidPacket { buffered: usize },
+    /// Reading or writing failed.
+    Io(String),
+    /// Bad bytes from the peer: malformed msgpack, unknown code or ext type, oversized
+    /// packet, wrong handshake.
+    Decode(DecodeError),
+    /// A well-formed packet that breaks the protocol (an answer nobody asked for); the peer
+    /// was sent `Error(PROTOCOL_ERROR)` first.
+    Protocol(String),
+    /// The whole network layer is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Whether this close is the peer's fault (logged as a warning).
+    pub fn is_peer_error(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::Decode(_)
+                | CloseReason::Protocol(_)
+                | CloseReason::PeerClosedMidPacket { .. }
+        )
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("closed by this node"),
+            CloseReason::Dropped => f.write_str("all handles dropped"),
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::PeerClosedMidPacket { buffered } => {
+                write!(
+                    f,
+                    "closed by the peer in the middle of a packet ({buffered} bytes)"
+                )
+            }
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::Decode(e) => write!(f, "malformed input {e}"),
+            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseReason::Shutdown => f.write_str("network shutdown"),
+        }
+    }
+}
+
+/// A request waiting for its answer.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// The code of the normal answer; Error (0x8000) is always accepted too.
+    answer_code: u16,
+    context: u64,
+}
+
+pub(crate) enum Command {
+    Send(Bytes),
+    Close(CloseReason),
+}
+
+pub(crate) struct Shared {
+    pub(crate) id: ConnectionId,
+    pub(crate) peer: SocketAddr,
+    next_msg_id: AtomicU32,
+    pending: Mutex<HashMap<u32, Pending>>,
+    max_packet_size: usize,
+}
+
+/// The node's side of a connection: cheap to clone, usable from any thread. Dropping every
+/// handle closes the connection.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    shared: Arc<Shared>,
+    commands: tokio_mpsc::UnboundedSender<Command>,
+}
+
+impl fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ConnectionHandle({} {})",
+            self.shared.id, self.shared.peer
+        )
+    }
+}
+
+impl ConnectionHandle {
+    pub fn id(&self) -> ConnectionId {
+        self.shared.id
+    }
+
+    /// The peer's address (for an outgoing connection, the address it connects to).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Sends a request; its answer (or Error) comes back as [`Event::Answer`] with `context`.
+    /// Returns the request's msg_id.
+    pub fn ask(&self, packet: impl Into<Packet>, context: u64) -> Result<u32, SendError> {
+        let packet = packet.into();
+        let answer_code = match packet.kind() {
+            PacketKind::Request { answer } => answer,
+            PacketKind::RequestAnsweredByError => RESPONSE_MASK,
+            _ => return Err(SendError::NotARequest(packet.name())),
+        };
+        let msg_id = self.shared.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = self.encode(msg_id, &packet)?;
+        self.lock_pending().insert(
+            msg_id,
+            Pending {
+                answer_code,
+                context,
+            },
+        );
+        self.queue(bytes).inspect_err(|_| {
+            self.lock_pending().remove(&msg_id);
+        })?;
+        Ok(msg_id)
+    }
+
+    /// Sends a packet that expects no answer, with a new msg_id (returned). Any non-answer
+    /// kind is allowed: NEO/py sends Truncate one-way from master to storage.
+    pub fn notify(&self, packet: impl Into<Packet>) -> Result<u32, SendError> {
+        let packet = packet.into();
+        if packet.kind() == PacketKind::Answer {
+            return Err(SendError::IsAnAnswer(packet.name()));
+        }
+        let msg_id = self.shared.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        self.queue(self.encode(msg_id, &packet)?)?;
+        Ok(msg_id)
+    }
+
+    /// Sends a notification under the msg_id of a request being answered: the replication
+    /// streams (AddTransaction, AddObject) do this.
+    pub fn notify_with_id(&self, msg_id: u32, packet: impl Into<Packet>) -> Result<(), SendError> {
+        let packet = packet.into();
+        if packet.kind() == PacketKind::Answer {
+            return Err(SendError::IsAnAnswer(packet.name()));
+        }
+        self.queue(self.encode(msg_id, &packet)?)
+    }
+
+    /// Answers the request that came with `msg_id` (answers may go in any order).
+    pub fn answer(&self, msg_id: u32, packet: impl Into<Packet>) -> Result<(), SendError> {
+        let packet = packet.into();
+        if packet.kind() != PacketKind::Answer {
+            return Err(SendError::NotAnAnswer(packet.name()));
+        }
+        self.queue(self.encode(msg_id, &packet)?)
+    }
+
+    /// Closes the connection after the packets queued so far are sent.
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Close(CloseReason::Local));
+    }
+
+    /// How many requests sent on this connection still wait for their answer.
+    pub fn pending_requests(&self) -> usize {
+        self.lock_pending().len()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.commands.is_closed()
+    }
+
+    fn encode(&self, msg_id: u32, packet: &Packet) -> Result<Bytes, SendError> {
+        let mut out = Vec::new();
+        encode_message(&mut out, msg_id, packet);
+        if out.len() > self.shared.max_packet_size {
+            return Err(SendError::TooLarge {
+                size: out.len(),
+                max: self.shared.max_packet_size,
+            });
+        }
+        Ok(Bytes::from(out))
+    }
+
+    fn queue(&self, bytes: Bytes) -> Result<(), SendError> {
+        self.commands
+            .send(Command::Send(bytes))
+            .map_err(|_| SendError::Closed)
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Pending>> {
+        lock(&self.shared.pending)
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the map itself is
+/// still consistent (each operation is a single insert or remove).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Creates a handle and the receiving end of its command queue.
+pub(crate) fn new_connection(
+    id: ConnectionId,
+    peer: SocketAddr,
+    max_packet_size: usize,
+) -> (ConnectionHandle, tokio_mpsc::UnboundedReceiver<Command>) {
+    let (commands, receiver) = tokio_mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        id,
+        peer,
+        next_msg_id: AtomicU32::new(0),
+        pending: Mutex::new(HashMap::new()),
+        max_packet_size,
+    });
+    (ConnectionHandle { shared, commands }, receiver)
+}
+
+/// What the connection task needs besides the stream.
+pub(crate) struct ConnectionTask {
+    pub(crate) handle: ConnectionHandle,
+    pub(crate) commands: tokio_mpsc::UnboundedReceiver<Command>,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ConnectionTask {
+    /// Runs the connection until it closes, then reports [`Event::Closed`] once.
+    pub(crate) async fn run(self, mut stream: BoxedStream) {
+        let ConnectionTask {
+            handle,
+            commands,
+            events,
+            mut shutdown,
+        } = self;
+        let shared = handle.shared.clone();
+        // The reader only needs a weak sender: when the node drops every handle, the command
+        // queue closes and the writer ends the connection.
+        let weak_commands = handle.commands.downgrade();
+        drop(handle);
+        // Each end sends its handshake first, without waiting for the peer's; writing it
+        // before reading means a peer that sends garbage still gets it, as from NEO/py.
+        let reason = match stream.write_all(&HANDSHAKE).await {
+            Err(e) => CloseReason::Io(e.to_string()),
+            Ok(()) => {
+                let (read_half, write_half) = tokio::io::split(stream);
+                tokio::select! {
+                    reason = read_loop(read_half, &shared, weak_commands, &events) => reason,
+                    reason = write_loop(write_half, commands) => reason,
+                    _ = shutdown.wait_for(|stop| *stop) => CloseReason::Shutdown,
+                }
+            }
+        };
+        if reason.is_peer_error() {
+            tracing::warn!(conn = shared.id, peer = %shared.peer, %reason, "connection closed");
+        } else {
+            tracing::debug!(conn = shared.id, peer = %shared.peer, %reason, "connection closed");
+        }
+        let mut pending: Vec<(u32, u64)> = lock(&shared.pending)
+            .drain()
+            .map(|(msg_id, p)| (msg_id, p.context))
+            .collect();
+        pending.sort_unstable();
+        let _ = events.send(Event::Closed {
+            conn: shared.id,
+            reason,
+            pending,
+        });
+    }
+}
+
+async fn write_loop(
+    mut stream: WriteHalf<BoxedStream>,
+    mut commands: tokio_mpsc::UnboundedReceiver<Command>,
+) -> CloseReason {
+    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let Some(command) = commands.recv().await else {
+            let _ = stream.shutdown().await;
+            return CloseReason::Dropped;
+        };
+        // Gather what is already queued into one write.
+        let mut next = Some(command);
+        let mut close = None;
+        while let Some(command) = next.take() {
+            match command {
+                Command::Send(bytes) if bytes.len() >= WRITE_BATCH => {
+                    if let Err(e) = flush(&mut stream, &mut batch).await {
+                        return e;
+                    }
+                    if let Err(e) = stream.write_all(&bytes).await {
+                        return CloseReason::Io(e.to_string());
+                    }
+                }
+                Command::Send(bytes) => {
+                    batch.extend_from_slice(&bytes);
+                    if batch.len() >= WRITE_BATCH {
+                        if let Err(e) = flush(&mut stream, &mut batch).await {
+                            return e;
+                        }
+                    }
+                }
+                Command::Close(reason) => {
+                    close = Some(reason);
+                    break;
+                }
+            }
+            next = commands.try_recv().ok();
+        }
+        if let Err(e) = flush(&mut stream, &mut batch).await {
+            return e;
+        }
+        if let Some(reason) = close {
+            let _ = stream.shutdown().await;
+            return reason;
+        }
+    }
+}
+
+async fn flush(
+    stream: &mut WriteHalf<BoxedStream>,
+    batch: &mut Vec<u8>,
+) -> Result<(), CloseReason> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let result = stream.write_all(batch).await;
+    batch.clear();
+    result.map_err(|e| CloseReason::Io(e.to_string()))
+}
+
+async fn read_loop(
+    mut stream: ReadHalf<BoxedStream>,
+    shared: &Shared,
+    commands: tokio_mpsc::WeakUnboundedSender<Command>,
+    events: &mpsc::Sender<Event>,
+) -> CloseReason {
+    let mut decoder =
+        Decoder::new(HandshakeMode::Expect).with_max_packet_size(shared.max_packet_size);
+    loop {
+        loop {
+            match decoder.next_message() {
+                Ok(Some(message)) => {
+                    if let Err(reason) = dispatch(message, shared, &commands, events) {
+                        // Let the writer send the Error packet, then close; stop reading.
+                        if let Some(commands) = commands.upgrade() {
+                            let _ = commands.send(Command::Close(reason.clone()));
+                            return std::future::pending().await;
+                        }
+                        return reason;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return CloseReason::Decode(e),
+            }
+        }
+        let buffer = decoder.buffer_mut();
+        if buffer.capacity() - buffer.len() < 16 * 1024 {
+            buffer.reserve(64 * 1024);
+        }
+        match stream.read_buf(decoder.buffer_mut()).await {
+            Ok(0) if decoder.buffered() > 0 => {
+                return CloseReason::PeerClosedMidPacket {
+                    buffered: decoder.buffered(),
+                }
+            }
+            Ok(0) => return CloseReason::PeerClosed,
+            Ok(_) => {}
+            Err(e) => return CloseReason::Io(e.to_string()),
+        }
+    }
+}
+
+/// Routes one packet: answers to their pending request, everything else to the node.
+fn dispatch(
+    message: Message,
+    shared: &Shared,
+    commands: &tokio_mpsc::WeakUnboundedSender<Command>,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), CloseReason> {
+    let Message { msg_id, packet } = message;
+    let code = packet.code();
+    if code & RESPONSE_MASK == 0 {
+        let _ = events.send(Event::Packet {
+            conn: shared.id,
+            msg_id,
+            packet,
+        });
+        return Ok(());
+    }
+    let mut pending = lock(&shared.pending);
+    let expected = pending.get(&msg_id).copied();
+    match (&packet, expected) {
+        (_, Some(p)) if code == p.answer_code || matches!(packet, Packet::Error(_)) => {
+            pending.remove(&msg_id);
+            drop(pending);
+            let _ = events.send(Event::Answer {
+                conn: shared.id,
+                msg_id,
+                context: Some(p.context),
+                packet,
+            });
+            Ok(())
+        }
+        // NEO/py peers accept an Error that matches no request (its admin sends one under a
+        // fresh id for an out-of-range AskPartitionList): pass it on without a context.
+        (Packet::Error(_), None) => {
+            drop(pending);
+            let _ = events.send(Event::Answer {
+                conn: shared.id,
+                msg_id,
+                context: None,
+                packet,
+            });
+            Ok(())
+        }
+        _ => {
+            drop(pending);
+            let why = match expected {
+                Some(_) => format!("unexpected answer {} to request #{msg_id}", packet.name()),
+                None => format!("answer {} #{msg_id} to no pending request", packet.name()),
+            };
+            // Like NEO/py: tell the peer, then close.
+            let mut out = Vec::new();
+            encode_message(
+                &mut out,
+                msg_id,
+                &Packet::error(ErrorCode::ProtocolError, why.clone()),
+            );
+            if let Some(commands) = commands.upgrade() {
+                let _ = commands.send(Command::Send(Bytes::from(out)));
+            }
+            Err(CloseReason::Protocol(why))
+        }
+    }
+}
