@@ -112,9 +112,10 @@ fn main() -> Result<()> {
             Event::Packet { conn, packet, .. } if conn == master.id() => match packet {
                 Packet::NotifyNodeInformation(info) => {
                     for node in info.node_list {
-                        nodes.retain(|n| {
-                            !(n.nid.is_some() && n.nid == node.nid)
-                                && !(n.nid.is_none() && n.address == node.address)
+                        // A node is known by its nid, or by its address while it has none.
+                        nodes.retain(|n| match n.nid {
+                            Some(nid) => node.nid != Some(nid),
+                            None => n.address != node.address,
                         });
                         if node.state != NodeState::Unknown {
                             nodes.push(node);

@@ -514,3 +514,45 @@ fn random_and_mutated_input_never_panics() {
     // Both outcomes must occur, or the mutations are not exercising the decoder.
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Tidy: house rules that are cheap to check mechanically.
+
+#[test]
+fn tidy_files_start_with_doc_comments_and_protocol_stays_pure() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    let mut stack = vec![
+        root.join("src"),
+        root.join("tests"),
+        root.join("fuzz/fuzz_targets"),
+    ];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    text.starts_with("//!"),
+                    "{} must start with a //! comment",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8, "only {checked} files found");
+    // No I/O runtime in the protocol crate, not even indirectly through a feature.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for forbidden in ["tokio", "mio", "async-std"] {
+        assert!(
+            !manifest.contains(forbidden),
+            "neo-protocol must not depend on {forbidden}"
+        );
+    }
+}
