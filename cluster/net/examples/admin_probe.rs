@@ -110,7 +110,7 @@ fn run(args: Args) -> Result<()> {
                 message_to_json_line(&Message {
                     msg_id,
                     packet: packet.clone()
-                })
+                })?
             );
         }
         match packet {

@@ -41,10 +41,6 @@ pub fn check_handshake(buf: &[u8]) -> HandshakeCheck {
         }
     } else if n == HANDSHAKE.len() && buf[..5] == HANDSHAKE[..5] {
         HandshakeCheck::VersionMismatch(buf[5])
-    } else if buf[..n.min(5)] == HANDSHAKE[..n.min(5)] {
-        // Only the version byte differs, but it is not here yet: cannot happen (n < 6 means
-        // the version byte is absent and the prefix matched above).
-        HandshakeCheck::Incomplete
     } else {
         HandshakeCheck::NotNeo
     }

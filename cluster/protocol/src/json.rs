@@ -123,22 +123,20 @@ fn object_from_json(object: &Map<String, Json>) -> Option<Result<Value, JsonErro
 }
 
 /// The JSON form of a packet, as one line with the keys in the documented order.
-pub fn message_to_json_line(message: &Message) -> String {
-    let args = Json::Array(
-        message
-            .packet
-            .args_value()
-            .iter()
-            .map(value_to_json)
-            .collect(),
-    );
-    format!(
+pub fn message_to_json_line(message: &Message) -> Result<String, crate::error::DecodeError> {
+    let args: Vec<Json> = message
+        .packet
+        .args_value()?
+        .iter()
+        .map(value_to_json)
+        .collect();
+    Ok(format!(
         "{{\"packet\": {}, \"code\": {}, \"msg_id\": {}, \"args\": {}}}",
         Json::String(message.packet.name().to_owned()),
         message.packet.code(),
         message.msg_id,
-        args
-    )
+        Json::Array(args)
+    ))
 }
 
 /// Reads the JSON form of a packet. `packet` and `code` must agree when both are given;

@@ -167,15 +167,15 @@ pub fn packet_code(name: &str) -> Option<u16> {
 }
 
 impl Packet {
-    /// The arguments in their generic form (what the JSON form shows).
-    pub fn args_value(&self) -> Vec<Value> {
+    /// The arguments in their generic form (what the JSON form shows). This fails only for
+    /// a packet built by hand with an `any` value nested deeper than the decoder accepts.
+    pub fn args_value(&self) -> Result<Vec<Value>, DecodeError> {
         let mut out = Vec::new();
         self.encode_args(&mut out);
-        let bytes = Bytes::from(out);
-        // Our own encoding of a typed packet is always a valid array of valid values.
-        match Value::from_bytes(&bytes) {
-            Ok(Value::Array(items)) => items,
-            other => unreachable!("encode_args produced {other:?}"),
+        match Value::from_bytes(&Bytes::from(out))? {
+            Value::Array(items) => Ok(items),
+            // encode_args always writes an array header first.
+            _ => Err(DecodeError::new(0, DecodeErrorKind::BadEnvelope)),
         }
     }
 

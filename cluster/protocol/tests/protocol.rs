@@ -44,6 +44,7 @@ fn check_packet(name: &str, expected: &Json, hex: &str) {
     let args: Vec<Json> = message
         .packet
         .args_value()
+        .unwrap()
         .iter()
         .map(value_to_json)
         .collect();
@@ -371,6 +372,7 @@ fn random_packets_round_trip() {
         let args: Vec<Value> = base
             .packet
             .args_value()
+            .unwrap()
             .iter()
             .map(|a| mutate(a, &mut rng))
             .collect();
@@ -393,7 +395,7 @@ fn random_packets_round_trip() {
             "round {round}"
         );
         assert_eq!(encode(&decoded), encoded, "round {round}");
-        let line = json::message_to_json_line(&decoded);
+        let line = json::message_to_json_line(&decoded).unwrap();
         let from_line = message_from_json(&serde_json::from_str(&line).unwrap()).unwrap();
         assert_eq!(encode(&from_line), encoded, "round {round}: through JSON");
         checked += 1;

@@ -143,7 +143,7 @@ fn decode(handshake: Handshake, hex: bool) -> Result<()> {
 
 fn print_messages(decoder: &mut Decoder, out: &mut impl Write) -> Result<()> {
     while let Some(message) = decoder.next_message().context("decoding")? {
-        writeln!(out, "{}", message_to_json_line(&message))?;
+        writeln!(out, "{}", message_to_json_line(&message)?)?;
     }
     Ok(())
 }
