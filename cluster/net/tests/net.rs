@@ -623,3 +623,115 @@ fn connect_failure_close_and_shutdown_are_reported() {
     );
     assert!(closed.contains_key(&accepted.id()));
 }
+
+/// Interop with a real NEO/py master, when one is available locally (CI cannot fetch it):
+/// `NEO_PY_DIR=/path/to/neoppod NEO_PY_PYTHON=/path/to/venv/bin/python cargo test -p neo-net
+/// --test net neo_py_master`. Without those variables the test says so and does nothing.
+#[test]
+fn neo_py_master_accepts_our_admin() {
+    let (Ok(dir), Ok(python)) = (std::env::var("NEO_PY_DIR"), std::env::var("NEO_PY_PYTHON"))
+    else {
+        eprintln!("neo_py_master_accepts_our_admin: skipped (set NEO_PY_DIR and NEO_PY_PYTHON)");
+        return;
+    };
+    // A free port below the ephemeral range.
+    let port = (21000..32000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap();
+    let master_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut master = std::process::Command::new(&python)
+        .current_dir(&dir)
+        .env("PYTHONPATH", &dir)
+        .args([
+            "neomaster",
+            "-c",
+            "neo-rs-interop",
+            "-p",
+            "3",
+            "-r",
+            "0",
+            "-b",
+        ])
+        .arg(master_addr.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("NEO/py master starts");
+    let result = std::panic::catch_unwind(|| {
+        let deadline = Instant::now() + TIMEOUT;
+        while TcpStream::connect(master_addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the NEO/py master does not listen"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        let (net, events) = Net::new(NetConfig::default()).unwrap();
+        let own = net.listen(localhost()).unwrap();
+        let conn = net.connect(master_addr);
+        conn.ask(
+            RequestIdentification {
+                node_type: NodeType::Admin,
+                nid: None,
+                address: Some(Address::from_socket_addr(own)),
+                cluster_name: Bytes::from_static(b"neo-rs-interop"),
+                id_timestamp: None,
+                extra: Dict(vec![(Bytes::from_static(b"backup"), Value::Array(vec![]))]),
+            },
+            0,
+        )
+        .unwrap();
+        conn.ask(AskClusterState {}, 1).unwrap();
+        let (mut our_nid, mut nodes, mut partitions, mut state) = (None, None, None, None);
+        while our_nid.is_none() || nodes.is_none() || partitions.is_none() || state.is_none() {
+            match next_event(&events) {
+                Event::Answer {
+                    context: Some(0),
+                    packet: Packet::AcceptIdentification(a),
+                    ..
+                } => {
+                    assert_eq!(a.node_type, NodeType::Master);
+                    assert_eq!(a.nid, Some(Nid::new(NodeType::Master, 1)));
+                    our_nid = a.your_nid;
+                }
+                Event::Packet {
+                    packet: Packet::NotifyNodeInformation(info),
+                    ..
+                } => nodes = Some(info.node_list),
+                Event::Packet {
+                    packet: Packet::SendPartitionTable(pt),
+                    ..
+                } => partitions = Some(pt.row_list.len()),
+                Event::Answer {
+                    context: Some(1),
+                    packet: Packet::AnswerClusterState(s),
+                    ..
+                } => state = Some(s.state),
+                Event::Connected { .. } | Event::Packet { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let our_nid = our_nid.unwrap();
+        assert_eq!(our_nid.node_type(), Some(NodeType::Admin));
+        let nodes = nodes.unwrap();
+        // The list starts with the receiving node itself, with its id_timestamp.
+        assert_eq!(nodes[0].nid, Some(our_nid));
+        assert_eq!(
+            nodes[0].address.as_ref().and_then(|a| a.to_socket_addr()),
+            Some(own)
+        );
+        assert!(nodes[0].id_timestamp.is_some());
+        assert!(nodes.iter().any(|n| n.node_type == NodeType::Master
+            && n.address.as_ref().and_then(|a| a.to_socket_addr()) == Some(master_addr)));
+        assert_eq!(partitions, Some(3));
+        // No storage: the cluster stays in recovery.
+        assert_eq!(state, Some(Some(ClusterState::Recovering)));
+        conn.close();
+        net.shutdown(TIMEOUT);
+    });
+    let _ = master.kill();
+    let _ = master.wait();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
