@@ -14,6 +14,8 @@
 pub mod dump;
 pub mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod index;
 pub mod pack;
 pub mod pickle;

@@ -525,7 +525,7 @@ impl PackWriter<'_> {
                 self.read(&mut stored, pos + DATA_HEADER_LEN)?;
                 return Ok(if stored == data { pos } else { 0 });
             }
-            pos += record.record_len();
+            pos = pos.saturating_add(record.record_len());
         }
         Ok(0)
     }

@@ -346,11 +346,14 @@ impl Scanner {
         self.buf_pos += self.lo as u64;
         self.hi -= self.lo;
         self.lo = 0;
-        let want = n.max(BUFFER_LEN);
+        let file_left = self.limit - self.buf_pos - self.hi as u64;
+        // No larger than what is left of the file: small files and short
+        // scans should not pay for zeroing a big buffer.
+        let wanted_len = (self.hi as u64 + file_left).min(BUFFER_LEN as u64) as usize;
+        let want = n.max(wanted_len);
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
-        let file_left = self.limit - self.buf_pos - self.hi as u64;
         let room = (self.buf.len() - self.hi).min(usize::try_from(file_left).unwrap_or(usize::MAX));
         let mut target = self.hi + room;
         while self.hi < n {

@@ -311,7 +311,7 @@ impl FileStorage {
             return false;
         }
         let mut pos = sidecar.last_txn_pos + header.header_len();
-        let txn_end = sidecar.last_txn_pos + header.tlen;
+        let txn_end = sidecar.last_txn_pos.saturating_add(header.tlen);
         let mut checked = 0;
         while pos < txn_end && checked < 5 && header.status != status::UNDONE {
             let Ok((record, _)) = self.read_data_header(pos) else {
@@ -322,7 +322,7 @@ impl FileStorage {
             {
                 return false;
             }
-            pos += record.record_len();
+            pos = pos.saturating_add(record.record_len());
             checked += 1;
         }
         true
@@ -671,7 +671,7 @@ impl FileStorage {
             loop {
                 let header = self.read_txn_header(pos)?;
                 if header.tid < tid {
-                    return Ok(pos + header.tlen + 8);
+                    return next_txn_pos(&self.path, pos, &header);
                 }
                 if pos <= 4 {
                     return Ok(4);
@@ -695,7 +695,7 @@ impl FileStorage {
             if header.tid >= tid {
                 return Ok(pos);
             }
-            pos += header.tlen + 8;
+            pos = next_txn_pos(&self.path, pos, &header)?;
         }
         Ok(self.end)
     }
@@ -823,7 +823,7 @@ impl FileStorage {
         while pos < self.end {
             let header = self.read_txn_header(pos)?;
             positions.insert(header.tid.0, pos);
-            pos += header.tlen + 8;
+            pos = next_txn_pos(&self.path, pos, &header)?;
         }
         self.txn_positions = Some(positions);
         Ok(())
@@ -954,7 +954,7 @@ impl TxnWriter<'_> {
     fn find_data(&self, txn_pos: u64, oid: Oid, data: Option<&[u8]>) -> Result<u64> {
         let storage = &*self.storage;
         let header = storage.read_txn_header(txn_pos)?;
-        let end = txn_pos + header.tlen;
+        let end = txn_pos.saturating_add(header.tlen);
         let mut pos = txn_pos + header.header_len();
         let mut found = None;
         while pos < end {
@@ -962,7 +962,7 @@ impl TxnWriter<'_> {
             if record.oid == oid {
                 found = Some((pos, record));
             }
-            pos += record.record_len();
+            pos = pos.saturating_add(record.record_len());
         }
         let Some((pos, record)) = found else {
             return Ok(0);
@@ -995,7 +995,7 @@ impl TxnWriter<'_> {
                 why: "non-undoable transaction".into(),
             });
         }
-        let end = txn_pos + header.tlen;
+        let end = txn_pos.saturating_add(header.tlen);
         let mut pos = txn_pos + header.header_len();
         let mut plan = Vec::new();
         while pos < end {
@@ -1016,7 +1016,7 @@ impl TxnWriter<'_> {
                 });
             }
             plan.push((record.oid, record.prev));
-            pos += record.record_len();
+            pos = pos.saturating_add(record.record_len());
         }
         let mut oids = Vec::new();
         for (oid, prev) in plan {
@@ -1265,6 +1265,20 @@ fn take_lock(path: &Path) -> Result<File> {
     let _ = lock.set_len(0);
     let _ = write!(lock, " {}\n", std::process::id());
     Ok(lock)
+}
+
+/// Position of the transaction after the one at `pos`, refusing lengths
+/// that run past any real file.
+fn next_txn_pos(path: &Path, pos: u64, header: &TxnHeader) -> Result<u64> {
+    pos.checked_add(header.tlen)
+        .and_then(|v| v.checked_add(8))
+        .ok_or_else(|| {
+            Error::corrupt(
+                path,
+                pos,
+                format!("transaction length {} is impossible", header.tlen),
+            )
+        })
 }
 
 pub(crate) fn unix_now() -> f64 {

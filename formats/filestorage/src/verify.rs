@@ -118,7 +118,7 @@ pub fn check(
             ));
         }
         let tpos = pos;
-        let tend = tpos + tlen;
+        let tend = tpos + tlen; // cannot overflow: checked against the file size above
         if header.status != status::UNDONE {
             pos = tpos + meta_len;
             let mut i = 0u64;
@@ -130,10 +130,7 @@ pub fn check(
                     return Err(err(pos, format!("{name} truncated at {pos}")));
                 }
                 let record = DataHeader::parse(&raw);
-                let mut dlen = DATA_HEADER_LEN + if record.plen == 0 { 8 } else { record.plen };
-                if record.vlen > 0 {
-                    dlen += 16 + record.vlen as u64;
-                }
+                let dlen = record.record_len();
                 if record.tloc != tpos {
                     return Err(err(
                         pos,

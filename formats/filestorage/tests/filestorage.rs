@@ -396,42 +396,7 @@ fn bad_files_give_errors_with_offsets_never_panics() {
             _ => bytes.truncate(4 + (next() as usize) % (bytes.len() - 4)),
         }
         std::fs::write(&path, &bytes).unwrap();
-        exercise(&path);
-    }
-}
-
-/// Reads everything a user could ask of a (possibly damaged) file.
-fn exercise(path: &Path) {
-    let _ = neo_filestorage::verify::check(path, 2, true, &mut std::io::sink());
-    let Ok(fs) = FileStorage::open(
-        path,
-        Options {
-            sidecar: false,
-            ..Options::default()
-        },
-    ) else {
-        return;
-    };
-    let _ = dump::fsdump(&fs, &mut std::io::sink());
-    let _ = neo_filestorage::refs::check(&fs);
-    for oid in 0..3 {
-        let _ = fs.load(Oid(oid));
-        let _ = fs.history(Oid(oid), 5);
-        let _ = fs.load_before(Oid(oid), Tid(0x03f5_8e00_0888_8888));
-        let _ = fs.load_serial(Oid(oid), Tid(0x03f5_8e00_0000_0000));
-    }
-    let _ = fs.undo_log(0, 10);
-    if let Ok(mut iter) = fs.iter(None, None) {
-        while let Ok(Some(txn)) = iter.next_txn() {
-            for record in txn.records() {
-                if let Ok(record) = record {
-                    if let Some(data) = record.data {
-                        let _ = pickle::references(&data);
-                        let _ = pickle::class_name(&data);
-                    }
-                }
-            }
-        }
+        neo_filestorage::fuzz::exercise(&path);
     }
 }
 
