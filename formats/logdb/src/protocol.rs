@@ -172,7 +172,7 @@ Packets = dict((code, type(name, (), {'_code': code}))
                for code, name in PACKETS.items())
 Packets[0x0006]._neolog = staticmethod(_node_lines)
 Packets[0x8000]._neolog = staticmethod(
-    lambda code, message: ((), ['%s (%s)' % (code, message.decode())]))
+    lambda code, message: ((), ['%s (%s)' % (code, message)]))
 "#;
 
 fn parse_ours(source: &str) -> Result<PacketNames, ProtocolError> {
