@@ -45,6 +45,7 @@ pub fn open(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Input> {
             let copied = decompress(compression, file, temporary.as_file_mut());
             temporary.as_file_mut().flush()?;
             if let Err((written, e)) = copied {
+                repair_truncated_database(temporary.as_file_mut(), written)?;
                 warnings.push(format!(
                     "{shown}: {compression:?} data is truncated or corrupt after {written} bytes ({e}); showing the readable part"
                 ));
@@ -60,6 +61,34 @@ pub fn open(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Input> {
         default_name,
         _temporary: temporary,
     })
+}
+
+/// Makes a cut SQLite file readable up to where it was cut: SQLite refuses a file whose
+/// header claims more pages than exist, so the last partial page is zero-filled and the
+/// header's page count set to what is there. Later pages then read as corrupt, which the
+/// reader reports after the records before them.
+fn repair_truncated_database(file: &mut File, written: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut header = [0u8; 100];
+    if written < header.len() as u64 {
+        return Ok(());
+    }
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(&mut header)?;
+    if !header.starts_with(b"SQLite format 3\0") {
+        return Ok(());
+    }
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536u64,
+        n if n >= 512 && n.is_power_of_two() => u64::from(n),
+        _ => return Ok(()),
+    };
+    let pages = written.div_ceil(page_size);
+    file.set_len(pages * page_size)?;
+    let pages = u32::try_from(pages).unwrap_or(u32::MAX);
+    file.seek(SeekFrom::Start(28))?;
+    file.write_all(&pages.to_be_bytes())?;
+    file.flush()
 }
 
 fn detect(magic: &[u8]) -> Option<Compression> {
