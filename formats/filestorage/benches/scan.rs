@@ -63,7 +63,14 @@ fn main() {
             assert_eq!(fs.scanned_bytes(), size - 4);
         })
     });
-    let storage = FileStorage::open(&path, Options { sidecar: false, ..Options::default() }).unwrap();
+    let storage = FileStorage::open(
+        &path,
+        Options {
+            sidecar: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let iterator = best_of(3, || time(|| storage_iterator(&storage, records)));
 
     println!();
