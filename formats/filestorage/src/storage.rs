@@ -631,6 +631,21 @@ impl FileStorage {
         })
     }
 
+    /// The current revision of every object that has data, in file order
+    /// (sequential reads): `(oid, serial, data)`. Objects whose current
+    /// revision has no data (deleted, creation undone) are left out.
+    pub fn current_records(&self) -> impl Iterator<Item = Result<(Oid, Tid, Vec<u8>)>> + '_ {
+        let mut by_pos: Vec<(u64, Oid)> = self.index.iter().map(|(oid, pos)| (pos, oid)).collect();
+        by_pos.sort_unstable();
+        by_pos
+            .into_iter()
+            .filter_map(move |(pos, oid)| match self.data_at(pos) {
+                Ok((Some(data), serial)) => Some(Ok((oid, serial, data))),
+                Ok((None, _)) => None,
+                Err(e) => Some(Err(e)),
+            })
+    }
+
     /// Transactions with `start <= tid <= stop`, in file order, as the file
     /// was when this call was made.
     pub fn iter(&self, start: Option<Tid>, stop: Option<Tid>) -> Result<TxnIter<'_>> {

@@ -168,6 +168,8 @@ fn worked_example_loads() {
         vec![t3, t2, t1]
     );
     assert_eq!(log[0].1.description, b"undo add obj");
+    let current: Vec<_> = fs.current_records().map(|r| r.unwrap()).collect();
+    assert_eq!(current, vec![(Oid(0), t3, root.clone())]);
     // Iteration from a tid in the middle, and the backpointer's data_txn.
     let mut iter = fs.iter(Some(t2), None).unwrap();
     let txn = iter.next_txn().unwrap().unwrap();
