@@ -691,17 +691,7 @@ impl FileStorage {
                 if pos <= 4 {
                     return Ok(4);
                 }
-                let len = self.read_u64(pos - 8)?;
-                pos = pos
-                    .checked_sub(8 + len)
-                    .filter(|p| *p >= 4)
-                    .ok_or_else(|| {
-                        Error::corrupt(
-                            &self.path,
-                            pos - 8,
-                            "trailing length points before the file",
-                        )
-                    })?;
+                pos = self.previous_txn_pos(pos)?;
             }
         }
         let mut pos = 4;
@@ -715,6 +705,21 @@ impl FileStorage {
         Ok(self.end)
     }
 
+    /// Position of the transaction that ends just before `pos`, read from
+    /// its trailing length (the backward walk of undoLog and friends).
+    fn previous_txn_pos(&self, pos: u64) -> Result<u64> {
+        let len = self.read_u64(pos - 8)?;
+        pos.checked_sub(8 + len.min(u64::MAX - 8))
+            .filter(|p| *p >= 4)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    &self.path,
+                    pos - 8,
+                    "trailing length points before the file",
+                )
+            })
+    }
+
     /// Position of the transaction `tid`, walking backwards from the end.
     pub fn find_txn(&self, tid: Tid) -> Result<Option<u64>> {
         if let Some(positions) = &self.txn_positions {
@@ -722,17 +727,7 @@ impl FileStorage {
         }
         let mut pos = self.end;
         while pos > 4 {
-            let len = self.read_u64(pos - 8)?;
-            pos = pos
-                .checked_sub(8 + len)
-                .filter(|p| *p >= 4)
-                .ok_or_else(|| {
-                    Error::corrupt(
-                        &self.path,
-                        pos - 8,
-                        "trailing length points before the file",
-                    )
-                })?;
+            pos = self.previous_txn_pos(pos)?;
             let header = self.read_txn_header(pos)?;
             if header.tid == tid {
                 return Ok(Some(pos));
@@ -751,17 +746,7 @@ impl FileStorage {
         let mut pos = self.end;
         let mut i = 0;
         while pos > 4 && i < last {
-            let len = self.read_u64(pos - 8)?;
-            pos = pos
-                .checked_sub(8 + len)
-                .filter(|p| *p >= 4)
-                .ok_or_else(|| {
-                    Error::corrupt(
-                        &self.path,
-                        pos - 8,
-                        "trailing length points before the file",
-                    )
-                })?;
+            pos = self.previous_txn_pos(pos)?;
             let header = self.read_txn_header(pos)?;
             if header.status == status::PACKED {
                 break;
