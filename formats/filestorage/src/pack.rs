@@ -14,11 +14,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{status, DataHeader, TxnHeader, DATA_HEADER_LEN};
+use crate::format::{status, DataHeader, TxnHeader};
 use crate::index::{self, Index, OidMap, Sidecar};
 use crate::pickle;
 use crate::scan::{Scanner, Strictness};
-use crate::storage::{FileStorage, Options};
+use crate::storage::{find_matching_record, FileStorage, Options, Pick};
 use crate::tid::{Oid, Tid};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -504,30 +504,13 @@ impl PackWriter<'_> {
         let Some(&txn_pos) = self.txns.get(&tid.0) else {
             return Ok(0);
         };
-        let mut raw = [0u8; 23];
-        self.read(&mut raw, txn_pos)?;
-        let header = TxnHeader::parse(&raw);
-        let end = txn_pos + header.tlen;
-        let mut pos = txn_pos + header.header_len();
-        while pos < end {
-            let mut raw = [0u8; 42];
-            self.read(&mut raw, pos)?;
-            let record = DataHeader::parse(&raw);
-            if record.oid == oid {
-                if record.plen == 0 {
-                    return Ok(pos);
-                }
-                let Some(data) = data else { return Ok(0) };
-                if record.plen != data.len() as u64 {
-                    return Ok(0);
-                }
-                let mut stored = vec![0u8; data.len()];
-                self.read(&mut stored, pos + DATA_HEADER_LEN)?;
-                return Ok(if stored == data { pos } else { 0 });
-            }
-            pos = pos.saturating_add(record.record_len());
-        }
-        Ok(0)
+        find_matching_record(
+            |buf, pos| self.read(buf, pos),
+            txn_pos,
+            oid,
+            data,
+            Pick::First,
+        )
     }
 
     fn read(&self, buf: &mut [u8], pos: u64) -> Result<()> {

@@ -548,15 +548,21 @@ impl FileStorage {
             if header.prev == 0 {
                 return Ok(None);
             }
-            if header.prev >= pos {
-                return Err(Error::corrupt(
-                    &self.path,
-                    pos,
-                    "previous-record pointer does not point backwards",
-                ));
-            }
-            pos = header.prev;
+            pos = self.previous_record(pos, &header)?;
         }
+    }
+
+    /// The previous record of the same oid (`prev`), which must lie before
+    /// `pos`; callers have already handled `prev == 0`.
+    fn previous_record(&self, pos: u64, header: &DataHeader) -> Result<u64> {
+        if header.prev >= pos {
+            return Err(Error::corrupt(
+                &self.path,
+                pos,
+                "previous-record pointer does not point backwards",
+            ));
+        }
+        Ok(header.prev)
     }
 
     /// Data of the revision of `oid` written by transaction `serial`.
@@ -577,14 +583,7 @@ impl FileStorage {
             if header.tid < serial || header.prev == 0 {
                 return Err(Error::NoSuchRevision { oid, serial });
             }
-            if header.prev >= pos {
-                return Err(Error::corrupt(
-                    &self.path,
-                    pos,
-                    "previous-record pointer does not point backwards",
-                ));
-            }
-            pos = header.prev;
+            pos = self.previous_record(pos, &header)?;
         }
     }
 
@@ -605,14 +604,7 @@ impl FileStorage {
             if header.prev == 0 {
                 break;
             }
-            if header.prev >= pos {
-                return Err(Error::corrupt(
-                    &self.path,
-                    pos,
-                    "previous-record pointer does not point backwards",
-                ));
-            }
-            pos = header.prev;
+            pos = self.previous_record(pos, &header)?;
         }
         Ok(entries)
     }
@@ -953,30 +945,13 @@ impl TxnWriter<'_> {
     /// `txn_pos`, if it is a backpointer or holds exactly `data`.
     fn find_data(&self, txn_pos: u64, oid: Oid, data: Option<&[u8]>) -> Result<u64> {
         let storage = &*self.storage;
-        let header = storage.read_txn_header(txn_pos)?;
-        let end = txn_pos.saturating_add(header.tlen);
-        let mut pos = txn_pos + header.header_len();
-        let mut found = None;
-        while pos < end {
-            let (record, _) = storage.read_data_header(pos)?;
-            if record.oid == oid {
-                found = Some((pos, record));
-            }
-            pos = pos.saturating_add(record.record_len());
-        }
-        let Some((pos, record)) = found else {
-            return Ok(0);
-        };
-        if record.plen == 0 {
-            return Ok(pos);
-        }
-        let Some(data) = data else { return Ok(0) };
-        if record.plen != data.len() as u64 {
-            return Ok(0);
-        }
-        let mut stored = vec![0u8; data.len()];
-        storage.read_exact_at(&mut stored, pos + DATA_HEADER_LEN)?;
-        Ok(if stored == data { pos } else { 0 })
+        find_matching_record(
+            |buf, pos| storage.read_exact_at(buf, pos),
+            txn_pos,
+            oid,
+            data,
+            Pick::Last,
+        )
     }
 
     /// Undoes transaction `tid` as ZODB does when no later transaction
@@ -1265,6 +1240,58 @@ fn take_lock(path: &Path) -> Result<File> {
     let _ = lock.set_len(0);
     let _ = write!(lock, " {}\n", std::process::id());
     Ok(lock)
+}
+
+/// Which record of an oid a transaction search settles on: `restore` takes
+/// the last one (as loads do), pack's copier the first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pick {
+    First,
+    Last,
+}
+
+/// The record of `oid` in the transaction at `txn_pos` that a new record of
+/// the same data may point back to: its position if it is itself a
+/// backpointer or holds exactly `data`, else 0. `read` reads the file the
+/// transaction is in (the data file, or pack's output).
+pub(crate) fn find_matching_record(
+    read: impl Fn(&mut [u8], u64) -> Result<()>,
+    txn_pos: u64,
+    oid: Oid,
+    data: Option<&[u8]>,
+    pick: Pick,
+) -> Result<u64> {
+    let mut raw = [0u8; 23];
+    read(&mut raw, txn_pos)?;
+    let header = TxnHeader::parse(&raw);
+    let end = txn_pos.saturating_add(header.tlen);
+    let mut pos = txn_pos + header.header_len();
+    let mut found = None;
+    while pos < end {
+        let mut raw = [0u8; 42];
+        read(&mut raw, pos)?;
+        let record = DataHeader::parse(&raw);
+        if record.oid == oid {
+            found = Some((pos, record));
+            if pick == Pick::First {
+                break;
+            }
+        }
+        pos = pos.saturating_add(record.record_len());
+    }
+    let Some((pos, record)) = found else {
+        return Ok(0);
+    };
+    if record.plen == 0 {
+        return Ok(pos);
+    }
+    let Some(data) = data else { return Ok(0) };
+    if record.plen != data.len() as u64 {
+        return Ok(0);
+    }
+    let mut stored = vec![0u8; data.len()];
+    read(&mut stored, pos + DATA_HEADER_LEN)?;
+    Ok(if stored == data { pos } else { 0 })
 }
 
 /// Position of the transaction after the one at `pos`, refusing lengths
