@@ -171,6 +171,33 @@ impl ConnectionHandle {
         Ok(msg_id)
     }
 
+    /// Sends a request under a msg_id the node chose (sans-IO nodes number their own
+    /// packets); do not mix with [`ConnectionHandle::ask`] on one connection.
+    pub fn ask_with_id(
+        &self,
+        msg_id: u32,
+        packet: impl Into<Packet>,
+        context: u64,
+    ) -> Result<(), SendError> {
+        let packet = packet.into();
+        let answer_code = match packet.kind() {
+            PacketKind::Request { answer } => answer,
+            PacketKind::RequestAnsweredByError => RESPONSE_MASK,
+            _ => return Err(SendError::NotARequest(packet.name())),
+        };
+        let bytes = self.encode(msg_id, &packet)?;
+        self.lock_pending().insert(
+            msg_id,
+            Pending {
+                answer_code,
+                context,
+            },
+        );
+        self.queue(bytes).inspect_err(|_| {
+            self.lock_pending().remove(&msg_id);
+        })
+    }
+
     /// Sends a packet that expects no answer, with a new msg_id (returned). Any non-answer
     /// kind is allowed: NEO/py sends Truncate one-way from master to storage.
     pub fn notify(&self, packet: impl Into<Packet>) -> Result<u32, SendError> {
