@@ -95,7 +95,10 @@ pub trait Backend {
     fn erase(&mut self) -> Result<()>;
 
     fn nid(&self) -> Result<Option<Nid>> {
-        Ok(self.get_config("nid")?.and_then(|v| v.parse().ok()).map(Nid))
+        Ok(self
+            .get_config("nid")?
+            .and_then(|v| v.parse().ok())
+            .map(Nid))
     }
     /// Stores a new NID; rows of `pt` under the old one are renamed.
     fn set_nid(&mut self, nid: Nid) -> Result<()>;
@@ -144,7 +147,12 @@ pub trait Backend {
     fn final_tid(&self, ttid: Tid) -> Result<Option<Tid>>;
     /// An object revision: the exact `serial` (`at`), the newest before `before`, or the
     /// newest (both None). `next_serial` is filled for non-current revisions.
-    fn object(&self, oid: Oid, at: Option<Tid>, before: Option<Tid>) -> Result<Option<ObjectRecord>>;
+    fn object(
+        &self,
+        oid: Oid,
+        at: Option<Tid>,
+        before: Option<Tid>,
+    ) -> Result<Option<ObjectRecord>>;
     /// Committed transaction metadata (`temporary` also looks at `ttrans` by TTID).
     fn transaction(&self, tid: Tid, temporary: bool) -> Result<Option<TransactionRecord>>;
     /// Revisions of an object, newest first: (serial, data size), from `first` for `count`.
@@ -198,6 +206,24 @@ pub trait Backend {
     /// Deletes transactions and objects with TID > `tid` in the given partitions, lowering
     /// replication progress of own cells to `tid` (6.8).
     fn truncate(&mut self, partitions: &[u32], own: Nid, tid: Tid) -> Result<()>;
+
+    // --- Pack orders ---------------------------------------------------------------------
+
+    /// Pack orders (`pack` table) with id >= `min` of the given partitions, by id
+    /// (AnswerPackOrders to the master). The default walks the transactions of the
+    /// partitions; a backend with a `pack` table should answer from it.
+    fn pack_orders(&self, partitions: &[u32], min: Tid) -> Result<Vec<(Tid, PackInfo)>> {
+        let mut orders = Vec::new();
+        for &partition in partitions {
+            for tid in self.tids_range(partition, min, Tid(u64::MAX), usize::MAX)? {
+                if let Some(pack) = self.transaction(tid, false)?.and_then(|t| t.pack) {
+                    orders.push((tid, pack));
+                }
+            }
+        }
+        orders.sort_by_key(|(tid, _)| *tid);
+        Ok(orders)
+    }
 }
 
 /// `backup_tid` and `truncate_tid` are stored as 16 hex digits.

@@ -4,5 +4,7 @@
 //! `neo-net`, or the master.
 
 pub mod backend;
+pub mod memory;
 
-pub use backend::{Backend, BackendError, ObjectRecord, PtRow, TransactionRecord};
+pub use backend::{Backend, BackendError, ObjectRecord, PtRow, StoredData, TransactionRecord};
+pub use memory::{MemoryBackend, MemoryDisk};
