@@ -1,0 +1,1 @@
+//! The admin node driven input by input: bootstrap, relay, local answers, monitoring.

@@ -1,0 +1,2 @@
+//! neoctl: the command line to control a NEO cluster through its admin node.
+fn main() {}
