@@ -104,7 +104,8 @@ impl Wire for Nid {
 
 /// A listening address as NEO sends it: the numeric host text in a bin, and the port.
 /// The host is kept as the bytes received so that re-encoding is exact.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Ordered as (host bytes, port), the order of NEO's election keys.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
     pub host: Bytes,
     pub port: u16,
