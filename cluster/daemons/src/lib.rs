@@ -2,3 +2,4 @@
 //! `neostorage` and `neoadmin` (tools.md 1.1-1.4, 1.9), logging to stderr and to NEO's
 //! SQLite log format, and the driver that runs a node's sans-IO logic on `neo-net`.
 pub mod ini;
+pub mod options;
