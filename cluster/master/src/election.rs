@@ -244,6 +244,13 @@ impl Master {
         primary: Address,
         reuse: Option<ConnId>,
     ) {
+        // An election connection to the new primary carries on as the primary connection.
+        let reuse = reuse.or_else(|| {
+            self.conns
+                .iter()
+                .find(|(_, c)| c.peer == Peer::Election(primary.clone()))
+                .map(|(id, _)| *id)
+        });
         let conns: Vec<ConnId> = self
             .conns
             .keys()

@@ -167,17 +167,21 @@ impl Master {
         if let Some(entry) = self.nodes.get_mut(nid) {
             entry.id_timestamp = Some(id_timestamp);
             entry.state = state;
-            entry.conn = Some(conn);
             entry.devpath = devpath;
-        }
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.peer = Peer::Node(nid);
         }
         tracing::info!(
             "accept a {} {nid} ({state})",
             node_type.py_name().to_lowercase()
         );
+        // The others hear of it first; it is not identified yet, so it learns its own
+        // entry from the full list sent after AcceptIdentification.
         self.broadcast_node(out, now, nid);
+        if let Some(entry) = self.nodes.get_mut(nid) {
+            entry.conn = Some(conn);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Peer::Node(nid);
+        }
         if let Some(partitions) = new_nid_partitions {
             // Cloning (cluster.md 3.12): the new node gets OUT_OF_DATE cells.
             let changes: Vec<neo_protocol::CellChange> = partitions

@@ -1,0 +1,328 @@
+//! The master driven by hand: a test plays storages, admins and other masters, feeding
+//! packets and checking what the master sends. The simulator (`neo-sim`) runs it with
+//! the real storages; these tests pin the exact packets of each step.
+
+use neo_master::{Config, Master};
+use neo_node::{Input, Node, Outbox, Output};
+use neo_protocol::*;
+
+const T0: f64 = 1_790_000_000.0;
+
+fn addr(port: u16) -> Address {
+    Address {
+        host: Bytes::from_static(b"127.0.0.1"),
+        port,
+    }
+}
+
+fn config(autostart: Option<u32>) -> Config {
+    Config {
+        cluster: "test".into(),
+        address: addr(10000),
+        masters: vec![addr(10000)],
+        partitions: 4,
+        replicas: 1,
+        autostart,
+        nid: None,
+        seed: 1,
+    }
+}
+
+/// A master and the outputs of its last step.
+struct Harness {
+    master: Master,
+    now: f64,
+    out: Outbox,
+    started: Vec<Output>,
+}
+
+impl Harness {
+    fn new(config: Config) -> Harness {
+        let mut h = Harness {
+            master: Master::new(config),
+            now: T0,
+            out: Outbox::new(),
+            started: Vec::new(),
+        };
+        h.started = h.step(Input::Start);
+        h
+    }
+
+    fn step(&mut self, input: Input) -> Vec<Output> {
+        self.now += 0.01;
+        self.master.handle(self.now, input, &mut self.out);
+        self.out.drain().collect()
+    }
+
+    fn packet(&mut self, conn: u64, msg_id: u32, packet: impl Into<Packet>) -> Vec<Output> {
+        self.step(Input::Packet {
+            conn,
+            msg_id,
+            packet: packet.into(),
+        })
+    }
+
+    fn answer(&mut self, conn: u64, msg_id: u32, packet: impl Into<Packet>) -> Vec<Output> {
+        self.step(Input::Answer {
+            conn,
+            msg_id,
+            packet: packet.into(),
+        })
+    }
+
+    /// A storage connects and identifies; returns the outputs.
+    fn storage_joins(&mut self, conn: u64, port: u16, nid: Option<Nid>) -> Vec<Output> {
+        self.step(Input::Accepted {
+            conn,
+            peer: "127.0.0.1:1".parse().unwrap(),
+        });
+        self.packet(
+            conn,
+            0,
+            RequestIdentification {
+                node_type: NodeType::Storage,
+                nid,
+                address: Some(addr(port)),
+                cluster_name: Bytes::from_static(b"test"),
+                id_timestamp: None,
+                extra: Dict::new(),
+            },
+        )
+    }
+}
+
+/// The packets sent on one connection, with their msg ids.
+fn sent(outputs: &[Output], conn: u64) -> Vec<(u32, Packet)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                conn: c,
+                msg_id,
+                packet,
+            } if *c == conn => Some((*msg_id, packet.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn names(outputs: &[Output], conn: u64) -> Vec<&'static str> {
+    sent(outputs, conn).iter().map(|(_, p)| p.name()).collect()
+}
+
+fn find<'a>(outputs: &'a [(u32, Packet)], name: &str) -> (u32, &'a Packet) {
+    outputs
+        .iter()
+        .find(|(_, p)| p.name() == name)
+        .map(|(id, p)| (*id, p))
+        .unwrap_or_else(|| panic!("no {name} in {outputs:?}"))
+}
+
+#[test]
+fn lone_master_waits_in_recovery() {
+    let h = Harness::new(config(None));
+    assert!(h.master.is_primary());
+    assert_eq!(h.master.cluster_state(), ClusterState::Recovering);
+    assert_eq!(h.master.nid(), Some(Nid::new(NodeType::Master, 1)));
+}
+
+#[test]
+fn new_cluster_autostarts_and_runs() {
+    let mut h = Harness::new(config(Some(2)));
+    let out = h.storage_joins(1, 20001, None);
+    assert_eq!(
+        names(&out, 1),
+        [
+            "AcceptIdentification",
+            "NotifyNodeInformation",
+            "AskRecovery"
+        ],
+        "the new node is not part of the broadcast about itself"
+    );
+    let s1 = sent(&out, 1);
+    let (_, accept) = find(&s1, "AcceptIdentification");
+    let Packet::AcceptIdentification(accept) = accept else {
+        unreachable!()
+    };
+    assert_eq!(accept.your_nid, Some(Nid::new(NodeType::Storage, 1)));
+    let (_, nni) = find(&s1, "NotifyNodeInformation");
+    let Packet::NotifyNodeInformation(nni) = nni else {
+        unreachable!()
+    };
+    assert_eq!(
+        nni.node_list[0].nid, accept.your_nid,
+        "the peer comes first"
+    );
+    assert_eq!(nni.node_list[0].state, NodeState::Pending);
+    let (recovery_id, _) = find(&s1, "AskRecovery");
+    h.answer(
+        1,
+        recovery_id,
+        AnswerRecovery {
+            ptid: None,
+            backup_tid: None,
+            truncate_tid: None,
+        },
+    );
+    assert_eq!(
+        h.master.cluster_state(),
+        ClusterState::Recovering,
+        "autostart waits for 2"
+    );
+
+    let out = h.storage_joins(2, 20002, None);
+    let s2 = sent(&out, 2);
+    assert!(
+        names(&out, 1).contains(&"NotifyNodeInformation"),
+        "S1 hears of S2"
+    );
+    let (recovery_id, _) = find(&s2, "AskRecovery");
+    let out = h.answer(
+        2,
+        recovery_id,
+        AnswerRecovery {
+            ptid: None,
+            backup_tid: None,
+            truncate_tid: None,
+        },
+    );
+    assert_eq!(h.master.cluster_state(), ClusterState::Verifying);
+    let pt = h.master.partition_table();
+    assert_eq!(pt.ptid(), Some(1));
+    assert_eq!(pt.np(), 4);
+    for p in 0..4 {
+        assert_eq!(
+            pt.readable_cells(p).len(),
+            2,
+            "replicas 1: two copies of partition {p}"
+        );
+    }
+    // Verification: the table, then the locked transactions.
+    for conn in [1, 2] {
+        let s = sent(&out, conn);
+        let names: Vec<_> = s.iter().map(|(_, p)| p.name()).collect();
+        assert!(names.contains(&"NotifyClusterInformation"));
+        assert!(names.contains(&"SendPartitionTable"));
+        let (id, _) = find(&s, "AskLockedTransactions");
+        let out = h.answer(
+            conn,
+            id,
+            AnswerLockedTransactions {
+                tid_dict: Dict::new(),
+            },
+        );
+        if conn == 2 {
+            for conn in [1, 2] {
+                let s = sent(&out, conn);
+                let (id, _) = find(&s, "AskLastIDs");
+                let tid = Tid(0x03ff_0000_0000_0000 + conn);
+                h.answer(
+                    conn,
+                    id,
+                    AnswerLastIDs {
+                        last_tid: Some(tid),
+                        last_oid: Some(Oid(7 * conn)),
+                        first_tid: Tid(5),
+                    },
+                );
+            }
+        }
+    }
+    assert_eq!(h.master.cluster_state(), ClusterState::Running);
+    assert_eq!(h.master.last_ids(), (Tid(0x03ff_0000_0000_0002), Oid(14)));
+}
+
+#[test]
+fn wrong_cluster_name_is_a_protocol_error() {
+    let mut h = Harness::new(config(None));
+    h.step(Input::Accepted {
+        conn: 1,
+        peer: "127.0.0.1:1".parse().unwrap(),
+    });
+    let out = h.packet(
+        1,
+        0,
+        RequestIdentification {
+            node_type: NodeType::Storage,
+            nid: None,
+            address: Some(addr(20001)),
+            cluster_name: Bytes::from_static(b"other"),
+            id_timestamp: None,
+            extra: Dict::new(),
+        },
+    );
+    let s = sent(&out, 1);
+    let Packet::Error(e) = &s[0].1 else {
+        panic!("{s:?}")
+    };
+    assert_eq!(e.code, ErrorCode::ProtocolError);
+    assert!(out.contains(&Output::Close { conn: 1 }));
+}
+
+#[test]
+fn clients_are_refused_while_recovering() {
+    let mut h = Harness::new(config(None));
+    h.step(Input::Accepted {
+        conn: 1,
+        peer: "127.0.0.1:1".parse().unwrap(),
+    });
+    let out = h.packet(
+        1,
+        0,
+        RequestIdentification {
+            node_type: NodeType::Client,
+            nid: None,
+            address: None,
+            cluster_name: Bytes::from_static(b"test"),
+            id_timestamp: None,
+            extra: Dict::new(),
+        },
+    );
+    let s = sent(&out, 1);
+    let Packet::Error(e) = &s[0].1 else {
+        panic!("{s:?}")
+    };
+    assert_eq!(e.code, ErrorCode::NotReady);
+}
+
+#[test]
+fn an_older_candidate_wins_the_election() {
+    let mut h = Harness::new(Config {
+        masters: vec![addr(10000), addr(10001)],
+        ..config(None)
+    });
+    // We connected to the other master as soon as recovery began.
+    let outgoing: Vec<u64> = h
+        .started
+        .iter()
+        .filter_map(|o| match o {
+            Output::Connect { conn, addr: a } if *a == addr(10001) => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outgoing.len(), 1, "{:?}", h.started);
+    // The other master, elected earlier, identifies to us: we step down and follow it.
+    h.step(Input::Accepted {
+        conn: 5,
+        peer: "127.0.0.1:2".parse().unwrap(),
+    });
+    let out = h.packet(
+        5,
+        0,
+        RequestIdentification {
+            node_type: NodeType::Master,
+            nid: None,
+            address: Some(addr(10001)),
+            cluster_name: Bytes::from_static(b"test"),
+            id_timestamp: Some(T0 - 100.0),
+            extra: Dict::new(),
+        },
+    );
+    assert!(!h.master.is_primary());
+    assert_eq!(h.master.primary_address(), Some(&addr(10001)));
+    assert!(
+        !out.contains(&Output::Close { conn: outgoing[0] }),
+        "our election connection to it carries on as the primary connection: {out:?}"
+    );
+    assert!(out.contains(&Output::Close { conn: 5 }));
+}
