@@ -19,5 +19,5 @@ pub mod tid;
 
 pub use io::{ConnId, Input, Node, Outbox, Output, Time};
 pub use nodes::{NodeEntry, NodeTable};
-pub use pt::PartitionTable;
+pub use pt::{PartitionTable, PtError};
 pub use rng::Rng;

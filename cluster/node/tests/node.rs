@@ -1,4 +1,5 @@
 //! Integration tests of neo-node: the tidy rules every logic crate must follow, and the
 //! partition table.
 
+mod pt;
 mod tidy;
