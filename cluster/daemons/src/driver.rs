@@ -1,0 +1,468 @@
+//! Runs a node's sans-IO logic ([`neo_node::Node`]) on the tokio edge (`neo-net`): network
+//! events become [`Input`]s, [`Output`]s become socket operations, the node's deadline
+//! becomes a timeout, and SIGINT/SIGTERM become [`Input::Shutdown`].
+//!
+//! This is the only place of a daemon that reads the OS clock. Connection ids: the node
+//! names its outgoing connections itself (top bit set); accepted connections get ids below
+//! 2^63 from here; both are mapped to `neo-net`'s ids. A connection the node closes is
+//! forgotten at once, so no [`Input::Closed`] reaches the node for it, as the contract says.
+//! The driver also feeds the SQLite log: every packet sent or received (with the peer's
+//! NID once identification told it), the node's own NID, and FlushLog.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use neo_net::{ConnectionHandle, Event, Events, Net, NetConfig, SendError};
+use neo_node::io::OUTGOING;
+use neo_node::{ConnId, Input, Node, Outbox, Output, Time};
+use neo_protocol::{Address, Nid, Packet, PacketKind};
+
+use crate::logging::SharedLogger;
+
+/// Signals and logger flags are polled at least this often: a signal cannot wake a thread
+/// blocked on a channel.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long the network gets to flush and close at exit.
+const NET_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The signal number received last (SIGINT or SIGTERM), 0 when none is pending.
+static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// The current time as the node sees it: float seconds since the Unix epoch.
+pub fn now() -> Time {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A seed for a node's random choices, different in every process.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(now().to_bits());
+    hasher.finish()
+}
+
+/// Makes SIGINT and SIGTERM set a flag that the driver's loop turns into
+/// [`Input::Shutdown`]; a second signal while shutting down ends the process at once.
+pub fn install_shutdown_signals() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe); the sigaction
+        // struct is zeroed then filled before use.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_shutdown_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn on_shutdown_signal(signal: libc::c_int) {
+    SHUTDOWN_SIGNAL.store(signal, Ordering::SeqCst);
+}
+
+/// The network side of a daemon, bound before the node is built (the node must know the
+/// address it listens on, port 0 included).
+pub struct Driver {
+    net: Net,
+    events: Events,
+    local_addr: Option<SocketAddr>,
+    logger: Option<SharedLogger>,
+    cluster: String,
+}
+
+impl Driver {
+    /// Starts the network and listens on `listen`, if given.
+    pub fn bind(listen: Option<SocketAddr>, config: NetConfig) -> io::Result<Driver> {
+        let (net, events) = Net::new(config)?;
+        let local_addr =
+            match listen {
+                Some(addr) => Some(net.listen(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?),
+                None => None,
+            };
+        Ok(Driver {
+            net,
+            events,
+            local_addr,
+            logger: None,
+            cluster: String::new(),
+        })
+    }
+
+    /// The address actually bound (the real port when 0 was asked).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Logs packets and the node's identity to this SQLite log.
+    pub fn set_logger(&mut self, logger: SharedLogger, cluster: &str) {
+        self.logger = Some(logger);
+        self.cluster = cluster.to_owned();
+    }
+
+    /// Runs `node` until it exits; returns its exit code. The network is shut down (and
+    /// what was queued flushed) before returning.
+    pub fn run<N: Node>(self, node: &mut N) -> i32 {
+        let Driver {
+            net,
+            events,
+            local_addr: _,
+            logger,
+            cluster,
+        } = self;
+        let mut state = Loop {
+            net: &net,
+            conns: Connections::default(),
+            outbox: Outbox::new(),
+            inputs: VecDeque::new(),
+            logger,
+            cluster,
+            shutting_down: false,
+        };
+        let code = state.run(node, &events);
+        let logger = state.logger.take();
+        drop(state);
+        net.shutdown(NET_SHUTDOWN_TIMEOUT);
+        if let Some(logger) = logger {
+            let mut logger = logger.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = logger.flush() {
+                eprintln!("{e}");
+            }
+        }
+        code
+    }
+}
+
+/// The two-way mapping between the node's connection ids and the network's.
+#[derive(Default)]
+struct Connections {
+    handles: HashMap<ConnId, ConnectionHandle>,
+    by_net: HashMap<neo_net::ConnectionId, ConnId>,
+    /// Peers' NIDs learnt from identification, for packet logs.
+    peer_nids: HashMap<ConnId, Nid>,
+    next_accepted: u64,
+}
+
+impl Connections {
+    fn add(&mut self, conn: ConnId, handle: ConnectionHandle) {
+        self.by_net.insert(handle.id(), conn);
+        self.handles.insert(conn, handle);
+    }
+
+    fn remove(&mut self, conn: ConnId) -> Option<ConnectionHandle> {
+        self.peer_nids.remove(&conn);
+        let handle = self.handles.remove(&conn)?;
+        self.by_net.remove(&handle.id());
+        Some(handle)
+    }
+
+    fn accepted_id(&mut self) -> ConnId {
+        // Ids of accepted connections stay below 2^63; wrapping would take centuries.
+        self.next_accepted = (self.next_accepted + 1) & !OUTGOING;
+        self.next_accepted
+    }
+}
+
+struct Loop<'a> {
+    net: &'a Net,
+    conns: Connections,
+    outbox: Outbox,
+    /// Inputs the driver produced itself (a connection that failed before reaching the
+    /// network), fed before waiting for events.
+    inputs: VecDeque<Input>,
+    logger: Option<SharedLogger>,
+    cluster: String,
+    shutting_down: bool,
+}
+
+impl Loop<'_> {
+    fn run<N: Node>(&mut self, node: &mut N, events: &Events) -> i32 {
+        if let Some(code) = self.feed(node, Input::Start) {
+            return code;
+        }
+        loop {
+            if let Some(code) = self.poll_signals(node) {
+                return code;
+            }
+            if let Some(input) = self.inputs.pop_front() {
+                if let Some(code) = self.feed(node, input) {
+                    return code;
+                }
+                continue;
+            }
+            let wait = match node.deadline() {
+                Some(deadline) => {
+                    let left = deadline - now();
+                    if left <= 0.0 {
+                        if let Some(code) = self.feed(node, Input::Timer) {
+                            return code;
+                        }
+                        continue;
+                    }
+                    Duration::from_secs_f64(left.min(POLL_INTERVAL.as_secs_f64()))
+                }
+                None => POLL_INTERVAL,
+            };
+            let event = match events.recv_timeout(wait) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    tracing::error!("the network layer stopped");
+                    return 1;
+                }
+            };
+            if let Some(input) = self.translate(event) {
+                if let Some(code) = self.feed(node, input) {
+                    return code;
+                }
+            }
+        }
+    }
+
+    /// Serves SIGINT/SIGTERM and the log's SIGRTMIN flags.
+    fn poll_signals<N: Node>(&mut self, node: &mut N) -> Option<i32> {
+        if let Some(logger) = &self.logger {
+            let mut logger = logger.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = neo_logdb::signals::apply(&mut logger) {
+                eprintln!("{e}");
+            }
+        }
+        let signal = SHUTDOWN_SIGNAL.swap(0, Ordering::SeqCst);
+        if signal == 0 {
+            return None;
+        }
+        if self.shutting_down {
+            tracing::warn!(signal, "second signal while shutting down: exiting now");
+            return Some(1);
+        }
+        tracing::info!(signal, "signal received: shutting down");
+        self.shutting_down = true;
+        self.feed(node, Input::Shutdown)
+    }
+
+    /// Turns a network event into the node's input; `None` for events about connections
+    /// the node already closed.
+    fn translate(&mut self, event: Event) -> Option<Input> {
+        match event {
+            Event::Accepted { conn: handle, .. } => {
+                let conn = self.conns.accepted_id();
+                let peer = handle.peer_addr();
+                self.conns.add(conn, handle);
+                Some(Input::Accepted { conn, peer })
+            }
+            Event::Connected { conn } => {
+                let conn = *self.conns.by_net.get(&conn)?;
+                Some(Input::Connected { conn })
+            }
+            Event::ConnectFailed { conn, addr, error } => {
+                let conn = *self.conns.by_net.get(&conn)?;
+                tracing::debug!(%addr, %error, "connection failed");
+                self.conns.remove(conn);
+                self.outbox.forget(conn);
+                Some(Input::ConnectFailed { conn })
+            }
+            Event::Packet {
+                conn,
+                msg_id,
+                packet,
+            } => {
+                let conn = *self.conns.by_net.get(&conn)?;
+                self.received(conn, msg_id, &packet);
+                Some(Input::Packet {
+                    conn,
+                    msg_id,
+                    packet,
+                })
+            }
+            Event::Answer {
+                conn,
+                msg_id,
+                packet,
+                ..
+            } => {
+                let conn = *self.conns.by_net.get(&conn)?;
+                self.received(conn, msg_id, &packet);
+                Some(Input::Answer {
+                    conn,
+                    msg_id,
+                    packet,
+                })
+            }
+            Event::Closed { conn, reason, .. } => {
+                let conn = *self.conns.by_net.get(&conn)?;
+                if reason.is_peer_error() {
+                    tracing::warn!(conn, %reason, "connection closed");
+                } else {
+                    tracing::debug!(conn, %reason, "connection closed");
+                }
+                self.conns.remove(conn);
+                self.outbox.forget(conn);
+                Some(Input::Closed { conn })
+            }
+        }
+    }
+
+    /// Gives one input to the node and performs what it asks; `Some(code)` when it exits.
+    fn feed<N: Node>(&mut self, node: &mut N, input: Input) -> Option<i32> {
+        node.handle(now(), input, &mut self.outbox);
+        let outputs: Vec<Output> = self.outbox.drain().collect();
+        for output in outputs {
+            if let Some(code) = self.perform(output) {
+                return Some(code);
+            }
+        }
+        None
+    }
+
+    fn perform(&mut self, output: Output) -> Option<i32> {
+        match output {
+            Output::Connect { conn, addr } => match resolve(&addr) {
+                Some(socket_addr) => {
+                    let handle = self.net.connect(socket_addr);
+                    self.conns.add(conn, handle);
+                }
+                None => {
+                    tracing::warn!(%addr, "cannot resolve address");
+                    self.inputs.push_back(Input::ConnectFailed { conn });
+                }
+            },
+            Output::Send {
+                conn,
+                msg_id,
+                packet,
+            } => self.send(conn, msg_id, packet),
+            Output::Close { conn } => {
+                if let Some(handle) = self.conns.remove(conn) {
+                    handle.close();
+                }
+            }
+            Output::Exit { code, reason } => {
+                if code == 0 {
+                    tracing::info!("exiting: {reason}");
+                } else {
+                    tracing::error!("exiting with status {code}: {reason}");
+                    eprintln!("{reason}");
+                }
+                return Some(code);
+            }
+        }
+        None
+    }
+
+    fn send(&mut self, conn: ConnId, msg_id: u32, packet: Packet) {
+        let Some(handle) = self.conns.handles.get(&conn) else {
+            tracing::debug!(
+                conn,
+                packet = packet.name(),
+                "send on a closed connection dropped"
+            );
+            return;
+        };
+        let handle = handle.clone();
+        self.sent(conn, msg_id, &packet, handle.peer_addr());
+        let name = packet.name();
+        let result = match packet.kind() {
+            PacketKind::Request { .. } | PacketKind::RequestAnsweredByError => {
+                handle.ask_with_id(msg_id, packet, 0)
+            }
+            PacketKind::Notification => handle.notify_with_id(msg_id, packet),
+            PacketKind::Answer => handle.answer(msg_id, packet),
+        };
+        match result {
+            Ok(()) => {}
+            // The Closed event follows and tells the node.
+            Err(SendError::Closed) => {}
+            Err(e) => {
+                // The node cannot go on with a connection that lost a packet: close it and
+                // let the Closed event tell the node.
+                tracing::error!(conn, packet = name, error = %e, "cannot send; closing the connection");
+                handle.close();
+            }
+        }
+    }
+
+    /// Logs a received packet and learns identities from identification packets.
+    fn received(&mut self, conn: ConnId, msg_id: u32, packet: &Packet) {
+        if let Packet::AcceptIdentification(accept) = packet {
+            if let Some(nid) = accept.nid {
+                self.conns.peer_nids.insert(conn, nid);
+            }
+            if accept.your_nid.is_some() {
+                self.set_own_nid(accept.your_nid);
+            }
+        }
+        if let Packet::RequestIdentification(request) = packet {
+            if let Some(nid) = request.nid {
+                self.conns.peer_nids.insert(conn, nid);
+            }
+        }
+        let Some(logger) = &self.logger else {
+            return;
+        };
+        let peer_nid = self.conns.peer_nids.get(&conn).copied();
+        let peer_addr = self.conns.handles.get(&conn).map(|h| h.peer_addr());
+        let mut logger = logger.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = logger.packet(msg_id, packet, false, peer_nid, peer_addr) {
+            eprintln!("{e}");
+        }
+        if matches!(packet, Packet::FlushLog(_)) {
+            if let Err(e) = logger.flush() {
+                eprintln!("{e}");
+            }
+        }
+    }
+
+    /// Logs a sent packet and learns identities from identification packets.
+    fn sent(&mut self, conn: ConnId, msg_id: u32, packet: &Packet, peer_addr: SocketAddr) {
+        if let Packet::AcceptIdentification(accept) = packet {
+            if let Some(nid) = accept.your_nid {
+                self.conns.peer_nids.insert(conn, nid);
+            }
+            if accept.nid.is_some() {
+                self.set_own_nid(accept.nid);
+            }
+        }
+        let Some(logger) = &self.logger else {
+            return;
+        };
+        let peer_nid = self.conns.peer_nids.get(&conn).copied();
+        let mut logger = logger.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = logger.packet(msg_id, packet, true, peer_nid, Some(peer_addr)) {
+            eprintln!("{e}");
+        }
+    }
+
+    fn set_own_nid(&mut self, nid: Option<Nid>) {
+        let Some(logger) = &self.logger else {
+            return;
+        };
+        let mut logger = logger.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = logger.set_node(&self.cluster, nid) {
+            eprintln!("{e}");
+        }
+    }
+}
+
+/// The socket address of a node address: numeric hosts directly, names through the
+/// resolver (first result).
+fn resolve(addr: &Address) -> Option<SocketAddr> {
+    if let Some(socket_addr) = addr.to_socket_addr() {
+        return Some(socket_addr);
+    }
+    let host = std::str::from_utf8(&addr.host).ok()?;
+    (host, addr.port).to_socket_addrs().ok()?.next()
+}
