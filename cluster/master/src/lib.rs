@@ -15,6 +15,7 @@ mod election;
 mod identification;
 mod recovery;
 mod service;
+mod transactions;
 mod verification;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,6 +81,8 @@ enum Asked {
     FinalTid(Tid),
     LastIds,
     PackOrders,
+    /// AskLockInformation for this TTID.
+    Lock(Tid),
 }
 
 /// Which role the master plays.
@@ -127,6 +130,7 @@ pub struct Master {
     /// Set when shutting down; the process exits when no transaction is pending.
     stopping: bool,
     exited: bool,
+    tm: transactions::TransactionManager,
 }
 
 impl Master {
@@ -170,6 +174,7 @@ impl Master {
             retry_after: BTreeMap::new(),
             stopping: false,
             exited: false,
+            tm: transactions::TransactionManager::default(),
             config,
         }
     }
@@ -513,7 +518,9 @@ impl Master {
                         self.from_storage(now, out, conn, *nid, msg_id, packet)
                     }
                     Some(NodeType::Admin) => self.from_admin(now, out, conn, msg_id, packet),
-                    Some(NodeType::Client) => self.from_client(now, out, conn, msg_id, packet),
+                    Some(NodeType::Client) => {
+                        self.from_client(now, out, conn, *nid, msg_id, packet)
+                    }
                     Some(NodeType::Master) => {
                         tracing::debug!("ignoring {} from secondary {nid}", packet.name())
                     }
@@ -538,6 +545,11 @@ impl Master {
         }
         match asked {
             Asked::Identification => self.identification_answered(now, out, conn, packet),
+            Asked::Lock(ttid) => {
+                if let Some(nid) = self.nodes.by_conn(conn).and_then(|e| e.nid) {
+                    self.information_locked(now, out, nid, ttid);
+                }
+            }
             Asked::Recovery | Asked::PartitionTable => self.recovery_answer(now, out, conn, packet),
             Asked::LockedTransactions | Asked::FinalTid(_) | Asked::LastIds | Asked::PackOrders => {
                 self.verification_answer(now, out, conn, asked, packet)
@@ -598,6 +610,7 @@ impl Master {
                 self.nodes.remove(nid);
             }
             NodeType::Client => {
+                self.client_lost_transactions(out, nid);
                 if let Some(entry) = self.nodes.get_mut(nid) {
                     entry.state = NodeState::Unknown;
                 }

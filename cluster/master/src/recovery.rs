@@ -28,6 +28,7 @@ impl Master {
             ..Recovery::default()
         };
         self.verification = None;
+        self.tm = crate::transactions::TransactionManager::default();
         self.starting.clear();
         self.ready.clear();
         self.updatable.clear();

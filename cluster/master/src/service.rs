@@ -46,10 +46,10 @@ impl Master {
                     self.readiness += 1;
                     self.ready.insert(nid, self.readiness);
                 }
+                self.retry_delayed_begins(now, out);
             }
+            Packet::AskFinalTID(p) => self.ask_final_tid(out, conn, msg_id, p.ttid),
             Packet::AskUnfinishedTransactions(request) => {
-                // No transaction manager yet beyond the last committed TID: nothing is
-                // pending, so the storage replicates up to last_tid and is done.
                 for p in request.offset_list {
                     if let Some(state) = self.pt.cell(p, nid) {
                         if !state_is_readable(state) {
@@ -57,13 +57,11 @@ impl Master {
                         }
                     }
                 }
+                let (max_tid, ttid_list) = self.unfinished_transactions(nid);
                 out.answer(
                     conn,
                     msg_id,
-                    neo_protocol::AnswerUnfinishedTransactions {
-                        max_tid: self.last_tid,
-                        ttid_list: Vec::new(),
-                    },
+                    neo_protocol::AnswerUnfinishedTransactions { max_tid, ttid_list },
                 );
             }
             Packet::NotifyReplicationDone(n) => {
@@ -119,12 +117,17 @@ impl Master {
 
     pub(crate) fn from_client(
         &mut self,
-        _now: Time,
+        now: Time,
         out: &mut Outbox,
         conn: ConnId,
+        client: Nid,
         msg_id: u32,
         packet: Packet,
     ) {
+        let Some(packet) = self.client_transaction_packet(now, out, conn, client, msg_id, packet)
+        else {
+            return;
+        };
         match packet {
             Packet::AskLastTransaction(_) => out.answer(
                 conn,
@@ -157,6 +160,7 @@ impl Master {
 
     /// A storage's connection is gone (cluster.md 2.10, "storage lost").
     pub(crate) fn storage_lost(&mut self, now: Time, out: &mut Outbox, nid: Nid) {
+        self.storage_lost_transactions(now, out, nid);
         self.starting.remove(&nid);
         self.ready.remove(&nid);
         self.updatable.retain(|(_, n)| *n != nid);
@@ -242,7 +246,7 @@ impl Master {
     /// STOPPING: wait until no transaction is pending, then tell storages they are DOWN,
     /// close everything and exit (cluster.md 2.7).
     pub(crate) fn stopping_check(&mut self, now: Time, out: &mut Outbox) {
-        if self.role != Role::Primary {
+        if self.role != Role::Primary || self.tm.has_pending() {
             return;
         }
         let timestamp = self.monotonic(now);

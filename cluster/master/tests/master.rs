@@ -326,3 +326,196 @@ fn an_older_candidate_wins_the_election() {
     );
     assert!(out.contains(&Output::Close { conn: 5 }));
 }
+
+/// A RUNNING cluster of two storages (conns 1 and 2, both ready), replicas 1. The test
+/// plays empty storages: every request the master sends them is answered.
+fn running_cluster() -> Harness {
+    let mut h = Harness::new(config(Some(2)));
+    let mut pending: Vec<Output> = Vec::new();
+    pending.extend(h.storage_joins(1, 20001, None));
+    pending.extend(h.storage_joins(2, 20002, None));
+    let mut guard = 0;
+    while let Some(output) = pending.pop() {
+        guard += 1;
+        assert!(guard < 200, "no progress in {}", h.master.cluster_state());
+        let Output::Send {
+            conn,
+            msg_id,
+            packet,
+        } = output
+        else {
+            continue;
+        };
+        let answer: Packet = match packet {
+            Packet::AskRecovery(_) => AnswerRecovery {
+                ptid: None,
+                backup_tid: None,
+                truncate_tid: None,
+            }
+            .into(),
+            Packet::AskLockedTransactions(_) => AnswerLockedTransactions {
+                tid_dict: Dict::new(),
+            }
+            .into(),
+            Packet::AskLastIDs(_) => AnswerLastIDs {
+                last_tid: Some(Tid(0x03ff_0000_0000_0000)),
+                last_oid: Some(Oid(10)),
+                first_tid: Tid(1),
+            }
+            .into(),
+            Packet::AskPackOrders(_) => AnswerPackOrders {
+                pack_list: Vec::new(),
+            }
+            .into(),
+            _ => continue,
+        };
+        pending.extend(h.answer(conn, msg_id, answer));
+    }
+    assert_eq!(h.master.cluster_state(), ClusterState::Running);
+    for conn in [1, 2] {
+        h.packet(conn, 100, NotifyReady {});
+    }
+    h
+}
+
+fn client_joins(h: &mut Harness, conn: u64) -> Nid {
+    h.step(Input::Accepted {
+        conn,
+        peer: "127.0.0.1:3".parse().unwrap(),
+    });
+    let out = h.packet(
+        conn,
+        0,
+        RequestIdentification {
+            node_type: NodeType::Client,
+            nid: None,
+            address: None,
+            cluster_name: Bytes::from_static(b"test"),
+            id_timestamp: None,
+            extra: Dict::new(),
+        },
+    );
+    let s = sent(&out, conn);
+    let (_, accept) = find(&s, "AcceptIdentification");
+    let Packet::AcceptIdentification(accept) = accept else {
+        unreachable!()
+    };
+    assert!(names(&out, conn).contains(&"SendPartitionTable"));
+    accept.your_nid.unwrap()
+}
+
+#[test]
+fn a_commit_locks_invalidates_then_unlocks() {
+    let mut h = running_cluster();
+    client_joins(&mut h, 10);
+    client_joins(&mut h, 11);
+    let out = h.packet(10, 1, AskBeginTransaction { tid: None });
+    let (_, begin) = &sent(&out, 10)[0];
+    let Packet::AnswerBeginTransaction(begin) = begin else {
+        panic!("{begin:?}")
+    };
+    let ttid = begin.ttid;
+    assert!(
+        ttid > Tid(0x03ff_0000_0000_0000),
+        "TTIDs follow the last TID"
+    );
+    let out = h.packet(10, 2, AskNewOIDs { num_oids: 3 });
+    let Packet::AnswerNewOIDs(oids) = &sent(&out, 10)[0].1 else {
+        panic!()
+    };
+    assert_eq!(oids.oid_list, vec![Oid(11), Oid(12), Oid(13)]);
+    let out = h.packet(
+        10,
+        3,
+        AskFinishTransaction {
+            ttid,
+            oid_list: vec![Oid(11), Oid(12)],
+            deleted: vec![],
+            checked: vec![],
+            pack: None,
+        },
+    );
+    // Both storages hold every partition (replicas 1): both lock.
+    let mut tid = Tid::ZERO;
+    for conn in [1, 2] {
+        let s = sent(&out, conn);
+        let (id, lock) = find(&s, "AskLockInformation");
+        let Packet::AskLockInformation(lock) = lock else {
+            unreachable!()
+        };
+        assert_eq!(lock.ttid, ttid);
+        assert_eq!(lock.tid.0 % 4, ttid.0 % 4, "final TID = TTID mod np");
+        assert!(lock.tid >= ttid);
+        tid = lock.tid;
+        let out = h.answer(conn, id, AnswerInformationLocked { ttid });
+        if conn == 1 {
+            assert!(
+                sent(&out, 10).is_empty(),
+                "not committed before every storage locked"
+            );
+        } else {
+            assert_eq!(
+                sent(&out, 10),
+                vec![(
+                    3,
+                    Packet::AnswerTransactionFinished(AnswerTransactionFinished { ttid, tid })
+                )]
+            );
+            assert_eq!(
+                names(&out, 11),
+                ["InvalidateObjects"],
+                "the other client is invalidated"
+            );
+            // Invalidations go before unlock orders.
+            let position =
+                |pred: &dyn Fn(&Output) -> bool| out.iter().position(|o| pred(o)).unwrap();
+            let invalidate = position(&|o| matches!(o, Output::Send { conn: 11, .. }));
+            let unlock = position(&|o| {
+                matches!(
+                    o,
+                    Output::Send {
+                        packet: Packet::NotifyUnlockInformation(_),
+                        ..
+                    }
+                )
+            });
+            assert!(invalidate < unlock);
+            for conn in [1, 2] {
+                assert_eq!(names(&out, conn), ["NotifyUnlockInformation"]);
+            }
+        }
+    }
+    assert_eq!(h.master.last_ids().0, tid);
+    // The next transaction gets a greater TID.
+    let out = h.packet(11, 1, AskBeginTransaction { tid: None });
+    let Packet::AnswerBeginTransaction(next) = &sent(&out, 11)[0].1 else {
+        panic!()
+    };
+    assert!(next.ttid > tid);
+}
+
+#[test]
+fn a_lost_client_aborts_its_unfinished_transaction_and_storages_waiting_are_told() {
+    let mut h = running_cluster();
+    client_joins(&mut h, 10);
+    let out = h.packet(10, 1, AskBeginTransaction { tid: None });
+    let Packet::AnswerBeginTransaction(begin) = &sent(&out, 10)[0].1 else {
+        panic!()
+    };
+    // A storage replicating asks for the pending transactions.
+    let out = h.packet(
+        1,
+        101,
+        AskUnfinishedTransactions {
+            offset_list: vec![0],
+        },
+    );
+    let Packet::AnswerUnfinishedTransactions(u) = &sent(&out, 1)[0].1 else {
+        panic!()
+    };
+    assert_eq!(u.ttid_list, vec![begin.ttid]);
+    let out = h.step(Input::Closed { conn: 10 });
+    assert!(sent(&out, 1)
+        .iter()
+        .any(|(_, p)| matches!(p, Packet::AbortTransaction(a) if a.ttid == begin.ttid)));
+}
