@@ -972,6 +972,18 @@ fn replay(script: &str) -> String {
                 changes = replicate_all(&mut pt, running);
                 label = "doneall".into();
             }
+            "up" => {
+                for i in 0..args.len() {
+                    if let Some(entry) = nodes.get_mut(&nid(i)) {
+                        entry.0 = NodeState::Running;
+                    }
+                }
+                continue;
+            }
+            "done" => {
+                let partition = args[1].parse().unwrap();
+                changes = pt.replication_done(nid(0), partition, true).unwrap();
+            }
             "down" => {
                 for i in 0..args.len() {
                     nodes
@@ -1027,10 +1039,35 @@ fn same_results_as_neo_py() {
     );
 }
 
+/// Compares with any NEO/py transcript, e.g. of randomly generated scripts (local only:
+/// CI has no NEO/py): `NEO_PT_SCRIPT=script NEO_PT_TRANSCRIPT=output cargo test -p
+/// neo-node --test node neo_py_transcript_from_env`.
+#[test]
+fn neo_py_transcript_from_env() {
+    let (Ok(script), Ok(transcript)) = (
+        std::env::var("NEO_PT_SCRIPT"),
+        std::env::var("NEO_PT_TRANSCRIPT"),
+    ) else {
+        return;
+    };
+    let script = std::fs::read_to_string(script).unwrap();
+    let expected = std::fs::read_to_string(transcript).unwrap();
+    let ours = replay(&script);
+    let mut scenario = "";
+    for (i, (a, b)) in ours.lines().zip(expected.trim().lines()).enumerate() {
+        if b.starts_with("== ") {
+            scenario = b;
+        }
+        assert_eq!(a.trim_end(), b.trim_end(), "line {} in {scenario}", i + 1);
+    }
+    assert_eq!(ours.lines().count(), expected.trim().lines().count());
+}
+
 /// The script given to both implementations: `new NP NR`, `make NID[@DEVPATH]...`,
 /// `add NID...` (a member without cells), `tweak [EXCLUDED...]`, `doneall` (every
 /// OUT_OF_DATE cell of a running node replicated, row by row), `down NID...`,
-/// `outdate [LOST]`, `drop NID`, `replicas NR`.
+/// `outdate [LOST]`, `drop NID`, `replicas NR`, and for random scripts `up NID...`,
+/// `done NID PARTITION` (one replicated cell).
 const NEO_PY_SCRIPT: &str = r#"
 scenario example
 new 10 1
@@ -1124,6 +1161,70 @@ doneall
 drop 2
 add 7
 tweak
+# random scripts generated against NEO/py's state (local generator)
+scenario seed296
+new 3 2
+make 1@h1/d1 2@h0/d2 3@h1/d3 4@h0/d4 5@h1/d5 6@h0/d6
+down 2
+outdate 2
+tweak 2
+done 4 0
+done 5 2
+down 6
+outdate 6
+doneall
+tweak 2 6
+replicas 1
+tweak 2 6 5
+up 6
+doneall
+drop 2
+tweak 
+done 6 2
+doneall
+scenario seed113
+new 1 2
+make 1@h1/d1 2@h2/d2
+add 3@h0/d3
+tweak 
+replicas 2
+done 3 0
+down 2
+outdate 2
+down 1
+outdate 1
+up 2
+done 2 0
+drop 1
+tweak 
+replicas 2
+tweak 
+scenario seed39
+new 7 2
+make 1@h1/d1 2@h0/d2
+replicas 0
+doneall
+tweak 
+add 3@h1/d3
+tweak 
+tweak 
+down 3
+outdate 3
+replicas 2
+done 1 3
+up 3
+done 3 5
+doneall
+replicas 0
+add 4@h0/d4
+scenario big_seed149
+new 29 0
+make 1@h1/d1 2@h0/d2 3@h1/d3
+add 4@h0/d4
+tweak 
+add 5@h1/d5
+done 3 6
+done 3 22
 "#;
 
 /// What NEO/py printed for NEO_PY_SCRIPT (its neo/master/pt.py driven by a small script;
@@ -1530,4 +1631,298 @@ pt: S4 R .OF.U..U.FO.FOF.OF.U..U.
 pt: S5 R F.U..U.FO.FOF.OF.U..U.FO
 pt: S6 R OF.U..U.FO.FOF.OF.U..U.F
 pt: S7 R ..O..O..O..O..O..O..O..O
+== seed296
+new 3 2 
+ptid None
+make 1@h1/d1 2@h0/d2 3@h1/d3 4@h0/d4 5@h1/d5 6@h0/d6 
+ptid 1
+pt: S1 R U.U
+pt: S2 R U.U
+pt: S3 R U.U
+pt: S4 R .U.
+pt: S5 R .U.
+pt: S6 R .U.
+outdate 2 0:S2:O 2:S2:O
+ptid 2
+pt: S1 R U.U
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R .U.
+pt: S5 R .U.
+pt: S6 R .U.
+tweak 2 0:S4:O 2:S5:O
+ptid 3
+pt: S1 R U.U
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R OU.
+pt: S5 R .UO
+pt: S6 R .U.
+done 4 0 0:S4:U
+ptid 4
+pt: S1 R U.U
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R UU.
+pt: S5 R .UO
+pt: S6 R .U.
+done 5 2 2:S5:U
+ptid 5
+pt: S1 R U.U
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R UU.
+pt: S5 R .UU
+pt: S6 R .U.
+outdate 6 1:S6:O
+ptid 6
+pt: S1 R U.U
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R UU.
+pt: S5 R .UU
+pt: S6 D .O.
+doneall 
+ptid 6
+pt: S1 R U.U
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R UU.
+pt: S5 R .UU
+pt: S6 D .O.
+tweak 2 6 1:S1:O
+ptid 7
+pt: S1 R UOU
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R UU.
+pt: S5 R .UU
+pt: S6 D .O.
+replicas 1 
+ptid 8
+pt: S1 R UOU
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R UU.
+pt: S5 R .UU
+pt: S6 D .O.
+tweak 2 6 5 0:S1:D
+ptid 9
+pt: S1 R .OU
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R UU.
+pt: S5 R .UU
+pt: S6 D .O.
+doneall 1:S6:U 1:S1:U
+ptid 11
+pt: S1 R .UU
+pt: S2 D O.O
+pt: S3 R U.U
+pt: S4 R UU.
+pt: S5 R .UU
+pt: S6 R .U.
+drop 2 0:S2:D 2:S2:D
+ptid 12
+pt: S1 R .UU
+pt: S3 R U.U
+pt: S4 R UU.
+pt: S5 R .UU
+pt: S6 R .U.
+tweak 2:S6:O 1:S4:D 1:S6:D 2:S1:F 2:S5:D
+ptid 13
+pt: S1 R .UF
+pt: S3 R U.U
+pt: S4 R U..
+pt: S5 R .U.
+pt: S6 R ..O
+done 6 2 2:S6:U 2:S1:D
+ptid 14
+pt: S1 R .U.
+pt: S3 R U.U
+pt: S4 R U..
+pt: S5 R .U.
+pt: S6 R ..U
+doneall 
+ptid 14
+pt: S1 R .U.
+pt: S3 R U.U
+pt: S4 R U..
+pt: S5 R .U.
+pt: S6 R ..U
+== seed113
+new 1 2 
+ptid None
+make 1@h1/d1 2@h2/d2 
+ptid 1
+pt: S1 R U
+pt: S2 R U
+add 3@h0/d3 
+ptid 1
+pt: S1 R U
+pt: S2 R U
+pt: S3 R .
+tweak 0:S3:O
+ptid 2
+pt: S1 R U
+pt: S2 R U
+pt: S3 R O
+replicas 2 
+ptid 3
+pt: S1 R U
+pt: S2 R U
+pt: S3 R O
+done 3 0 0:S3:U
+ptid 4
+pt: S1 R U
+pt: S2 R U
+pt: S3 R U
+outdate 2 0:S2:O
+ptid 5
+pt: S1 R U
+pt: S2 D O
+pt: S3 R U
+outdate 1 0:S1:O
+ptid 6
+pt: S1 D O
+pt: S2 D O
+pt: S3 R U
+done 2 0 0:S2:U
+ptid 7
+pt: S1 D O
+pt: S2 R U
+pt: S3 R U
+drop 1 0:S1:D
+ptid 8
+pt: S2 R U
+pt: S3 R U
+tweak 
+ptid 8
+pt: S2 R U
+pt: S3 R U
+replicas 2 
+ptid 9
+pt: S2 R U
+pt: S3 R U
+tweak 
+ptid 9
+pt: S2 R U
+pt: S3 R U
+== seed39
+new 7 2 
+ptid None
+make 1@h1/d1 2@h0/d2 
+ptid 1
+pt: S1 R UUUUUUU
+pt: S2 R UUUUUUU
+replicas 0 
+ptid 2
+pt: S1 R UUUUUUU
+pt: S2 R UUUUUUU
+doneall 
+ptid 2
+pt: S1 R UUUUUUU
+pt: S2 R UUUUUUU
+tweak 0:S2:D 1:S1:D 2:S2:D 3:S1:D 4:S2:D 5:S1:D 6:S2:D
+ptid 3
+pt: S1 R U.U.U.U
+pt: S2 R .U.U.U.
+add 3@h1/d3 
+ptid 3
+pt: S1 R U.U.U.U
+pt: S2 R .U.U.U.
+pt: S3 R .......
+tweak 3:S1:O 4:S2:O 2:S3:O 5:S3:O 2:S1:F 3:S2:F 4:S1:F 5:S2:F
+ptid 4
+pt: S1 R U.FOF.U
+pt: S2 R .U.FOF.
+pt: S3 R ..O..O.
+tweak 
+ptid 4
+pt: S1 R U.FOF.U
+pt: S2 R .U.FOF.
+pt: S3 R ..O..O.
+outdate 3 
+ptid 4
+pt: S1 R U.FOF.U
+pt: S2 R .U.FOF.
+pt: S3 D ..O..O.
+replicas 2 
+ptid 5
+pt: S1 R U.FOF.U
+pt: S2 R .U.FOF.
+pt: S3 D ..O..O.
+done 1 3 3:S1:U 3:S2:D
+ptid 6
+pt: S1 R U.FUF.U
+pt: S2 R .U..OF.
+pt: S3 D ..O..O.
+done 3 5 5:S3:U 5:S2:D
+ptid 7
+pt: S1 R U.FUF.U
+pt: S2 R .U..O..
+pt: S3 R ..O..U.
+doneall 2:S3:U 2:S1:D 4:S2:U 4:S1:D
+ptid 9
+pt: S1 R U..U..U
+pt: S2 R .U..U..
+pt: S3 R ..U..U.
+replicas 0 
+ptid 10
+pt: S1 R U..U..U
+pt: S2 R .U..U..
+pt: S3 R ..U..U.
+add 4@h0/d4 
+ptid 10
+pt: S1 R U..U..U
+pt: S2 R .U..U..
+pt: S3 R ..U..U.
+pt: S4 R .......
+== big_seed149
+new 29 0 
+ptid None
+make 1@h1/d1 2@h0/d2 3@h1/d3 
+ptid 1
+pt:              10v       20v
+pt: S1 R U..U..U..U..U..U..U..U..U..U.
+pt: S2 R .U..U..U..U..U..U..U..U..U..U
+pt: S3 R ..U..U..U..U..U..U..U..U..U..
+add 4@h0/d4 
+ptid 1
+pt:              10v       20v
+pt: S1 R U..U..U..U..U..U..U..U..U..U.
+pt: S2 R .U..U..U..U..U..U..U..U..U..U
+pt: S3 R ..U..U..U..U..U..U..U..U..U..
+pt: S4 R .............................
+tweak 4:S1:O 8:S1:O 16:S1:O 20:S1:O 28:S1:O 5:S2:O 9:S2:O 17:S2:O 21:S2:O 6:S3:O 10:S3:O 18:S3:O 22:S3:O 3:S4:O 7:S4:O 11:S4:O 15:S4:O 19:S4:O 23:S4:O 27:S4:O 3:S1:F 4:S2:F 5:S3:F 6:S1:F 7:S2:F 8:S3:F 9:S1:F 10:S2:F 11:S3:F 15:S1:F 16:S2:F 17:S3:F 18:S1:F 19:S2:F 20:S3:F 21:S1:F 22:S2:F 23:S3:F 27:S1:F 28:S2:F
+ptid 2
+pt:              10v       20v
+pt: S1 R U..FO.F.OF..U..FO.F.OF..U..FO
+pt: S2 R .U..FO.F.OF..U..FO.F.OF..U..F
+pt: S3 R ..U..FO.F.OF..U..FO.F.OF..U..
+pt: S4 R ...O...O...O...O...O...O...O.
+add 5@h1/d5 
+ptid 2
+pt:              10v       20v
+pt: S1 R U..FO.F.OF..U..FO.F.OF..U..FO
+pt: S2 R .U..FO.F.OF..U..FO.F.OF..U..F
+pt: S3 R ..U..FO.F.OF..U..FO.F.OF..U..
+pt: S4 R ...O...O...O...O...O...O...O.
+pt: S5 R .............................
+done 3 6 6:S3:U 6:S1:D
+ptid 3
+pt:              10v       20v
+pt: S1 R U..FO...OF..U..FO.F.OF..U..FO
+pt: S2 R .U..FO.F.OF..U..FO.F.OF..U..F
+pt: S3 R ..U..FU.F.OF..U..FO.F.OF..U..
+pt: S4 R ...O...O...O...O...O...O...O.
+pt: S5 R .............................
+done 3 22 22:S3:U 22:S2:D
+ptid 4
+pt:              10v       20v
+pt: S1 R U..FO...OF..U..FO.F.OF..U..FO
+pt: S2 R .U..FO.F.OF..U..FO.F.O...U..F
+pt: S3 R ..U..FU.F.OF..U..FO.F.UF..U..
+pt: S4 R ...O...O...O...O...O...O...O.
+pt: S5 R .............................
 "#;
