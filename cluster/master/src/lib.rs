@@ -321,6 +321,16 @@ impl Master {
         let Some(ptid) = self.pt.ptid() else {
             return;
         };
+        // A cell that stops being readable must ask for the unfinished transactions again
+        // before it may become UP_TO_DATE (cluster.md 3.5).
+        for change in &changes {
+            if !matches!(
+                change.state,
+                neo_protocol::CellState::UpToDate | neo_protocol::CellState::Feeding
+            ) {
+                self.updatable.remove(&(change.partition, change.nid));
+            }
+        }
         let packet = neo_protocol::NotifyPartitionChanges {
             ptid,
             num_replicas: self.pt.replicas(),
