@@ -1,0 +1,123 @@
+//! Invariants checked after every event and on every packet a node sends:
+//!
+//! - **One reigning primary per side of a partition.** A master "reigns" when it plays
+//!   the primary role with the cluster beyond RECOVERING (it has taken storages). When a
+//!   master starts to reign, no other reigning master may be reachable from it: NEO has
+//!   no quorum, so two sides of a partition may each elect a primary, but never two
+//!   masters that can talk to each other.
+//! - **Partition table versions grow one by one.** On each connection from a master to
+//!   a storage, admin or client, every NotifyPartitionChanges carries the ptid following
+//!   the previous table (SendPartitionTable) or change sent on that connection.
+//! - **RUNNING needs an operational table.** A reigning master in RUNNING has, in its own
+//!   table and node states, a readable cell on a running storage for every partition.
+//!
+//! A violation is reported once, when it starts to hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use neo_master::Master;
+use neo_protocol::{ClusterState, Packet};
+
+use crate::world::{NodeId, Sent, SimNode};
+
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// Masters that reign (primary role, cluster beyond RECOVERING).
+    reigning: BTreeSet<NodeId>,
+    /// Per connection: the last ptid a master sent on it (None: a table without ptid).
+    ptid_sent: BTreeMap<u64, Option<u64>>,
+    /// Masters currently RUNNING without an operational table (reported once).
+    not_operational: BTreeSet<NodeId>,
+}
+
+impl Checker {
+    pub fn on_send(
+        &mut self,
+        sent: &Sent<'_>,
+        nodes: &[(NodeId, Option<&dyn SimNode>)],
+        violations: &mut Vec<String>,
+        now: f64,
+    ) {
+        let from_master = nodes
+            .get(sent.from.0)
+            .and_then(|(_, n)| *n)
+            .is_some_and(|n| n.as_any().is::<Master>());
+        if !from_master {
+            return;
+        }
+        match sent.packet {
+            Packet::SendPartitionTable(p) => {
+                self.ptid_sent.insert(sent.link, p.ptid);
+            }
+            Packet::NotifyPartitionChanges(p) => {
+                if let Some(Some(previous)) = self.ptid_sent.get(&sent.link) {
+                    if p.ptid != previous + 1 {
+                        violations.push(format!(
+                            "t={now:.4} node {} sent NotifyPartitionChanges ptid {} to node {} \
+                             after ptid {previous} on the same connection",
+                            sent.from.0, p.ptid, sent.to.0
+                        ));
+                    }
+                }
+                self.ptid_sent.insert(sent.link, Some(p.ptid));
+            }
+            _ => {}
+        }
+    }
+
+    pub fn after_event(
+        &mut self,
+        nodes: &[(NodeId, Option<&dyn SimNode>)],
+        blocked: &dyn Fn(NodeId, NodeId) -> bool,
+        violations: &mut Vec<String>,
+        now: f64,
+    ) {
+        let masters: Vec<(NodeId, &Master)> = nodes
+            .iter()
+            .filter_map(|(id, n)| {
+                n.and_then(|n| n.as_any().downcast_ref::<Master>())
+                    .map(|m| (*id, m))
+            })
+            .collect();
+        let reigning: BTreeSet<NodeId> = masters
+            .iter()
+            .filter(|(_, m)| m.is_primary() && m.cluster_state() != ClusterState::Recovering)
+            .map(|(id, _)| *id)
+            .collect();
+        for &new in reigning.difference(&self.reigning) {
+            for &other in &reigning {
+                if other != new && !blocked(new, other) {
+                    violations.push(format!(
+                        "t={now:.4} node {} became primary beyond RECOVERING while node {} \
+                         reigns and they are not partitioned",
+                        new.0, other.0
+                    ));
+                }
+            }
+        }
+        self.reigning = reigning;
+
+        let mut not_operational = BTreeSet::new();
+        for (id, master) in &masters {
+            if !self.reigning.contains(id) || master.cluster_state() != ClusterState::Running {
+                continue;
+            }
+            let nodes = master.nodes();
+            if !master
+                .partition_table()
+                .is_operational(|nid| nodes.is_running(nid), &[])
+            {
+                not_operational.insert(*id);
+                if !self.not_operational.contains(id) {
+                    violations.push(format!(
+                        "t={now:.4} node {} is RUNNING without a readable cell on a running \
+                         storage for every partition: {:?}",
+                        id.0,
+                        master.partition_table().rows()
+                    ));
+                }
+            }
+        }
+        self.not_operational = not_operational;
+    }
+}
