@@ -256,7 +256,13 @@ impl<B: Backend> Storage<B> {
         self.phase = Phase::Bootstrap;
         self.master = None;
         let address = match self.redirect.take() {
-            Some(address) => address,
+            Some(address) => {
+                // Round robin goes on after the primary we were sent to, as NEO/py's.
+                if let Some(index) = self.masters.iter().position(|a| *a == address) {
+                    self.master_index = index;
+                }
+                address
+            }
             None => {
                 self.master_index = (self.master_index + 1) % self.masters.len();
                 self.masters[self.master_index].clone()

@@ -1,0 +1,297 @@
+//! Replication between two storages wired through the router (6.1): chunks, completion,
+//! pending transactions, and resuming from the committed progress after a crash.
+
+use neo_protocol::{
+    AnswerUnfinishedTransactions, AskUnfinishedTransactions, CellState, NodeState,
+    NotifyReplicationDone, NotifyTransactionFinished, Oid, Packet, Tid,
+};
+use neo_storage::{Backend, MemoryBackend, MemoryDisk, FETCH_COUNT};
+
+use crate::harness::*;
+use crate::initialisation::{data, record, tid};
+
+const TRANSACTIONS: u64 = 2500;
+
+/// S1's database: one partition, `n` transactions of one object each (oid `i % 300`),
+/// with deletions and undo records among them.
+fn source_disk(n: u64) -> MemoryDisk {
+    let disk = MemoryDisk::new();
+    let mut backend = MemoryBackend::open(disk.clone()).unwrap();
+    let s1 = storage_nid(1);
+    backend.set_config("name", Some(CLUSTER)).unwrap();
+    backend.set_nid(s1).unwrap();
+    backend
+        .apply_pt_changes(1, 1, &[(0, s1, CellState::UpToDate)], true, s1)
+        .unwrap();
+    for i in 1..=n {
+        let oid = Oid(i % 300);
+        backend
+            .store_transaction(&record(tid(i), vec![oid]), false)
+            .unwrap();
+        if i % 97 == 0 {
+            backend
+                .store_object(oid, tid(i), None, None, false)
+                .unwrap();
+        } else if i % 101 == 0 && i > 300 {
+            backend
+                .store_object(oid, tid(i), None, Some(tid(i - 300)), false)
+                .unwrap();
+        } else {
+            let value = data(&format!("value {i}"));
+            backend
+                .store_object(oid, tid(i), Some(&value), None, false)
+                .unwrap();
+        }
+    }
+    backend.commit().unwrap();
+    disk
+}
+
+fn nodes() -> Vec<neo_protocol::NodeInfo> {
+    vec![
+        node(storage_nid(1), 2001, NodeState::Running, 0.5),
+        node(storage_nid(2), 2002, NodeState::Running, 0.6),
+        node(MASTER_NID, 1000, NodeState::Running, 0.1),
+    ]
+}
+
+fn rows() -> Vec<neo_protocol::Row> {
+    vec![row(&[
+        (storage_nid(1), CellState::UpToDate),
+        (storage_nid(2), CellState::OutOfDate),
+    ])]
+}
+
+/// S1 operating as the source, S2 booted with an OUT_OF_DATE cell: returns the router
+/// and the msg_id of S2's AskUnfinishedTransactions.
+fn cluster(requester: MemoryDisk) -> (Router, u32) {
+    let mut source = Harness::new(2001, source_disk(TRANSACTIONS));
+    let started = source.boot(storage_nid(1), &nodes(), 1.0, &rows(), 2);
+    assert_eq!(
+        sent_on(&started, source.master.unwrap()).len(),
+        1,
+        "NotifyReady only"
+    );
+    let (requester, ask) = boot_requester(requester);
+    (Router::new(vec![source, requester]), ask)
+}
+
+fn boot_requester(disk: MemoryDisk) -> (Harness, u32) {
+    let mut requester = Harness::new(2002, disk);
+    let started = requester.boot(storage_nid(2), &nodes(), 1.0, &rows(), 2);
+    let sent = sent_on(&started, requester.master.unwrap());
+    let ask = match sent.as_slice() {
+        [(_, Packet::NotifyReady(_)), (msg_id, Packet::AskUnfinishedTransactions(AskUnfinishedTransactions { offset_list }))] =>
+        {
+            assert_eq!(offset_list, &vec![0]);
+            *msg_id
+        }
+        other => panic!("{other:?}"),
+    };
+    (requester, ask)
+}
+
+fn answer_unfinished(router: &mut Router, msg_id: u32, max_tid: Tid, ttid_list: Vec<Tid>) {
+    let h = router.node(1);
+    let master = h.master.unwrap();
+    let outputs = h.packet(
+        master,
+        msg_id,
+        AnswerUnfinishedTransactions { max_tid, ttid_list },
+    );
+    router.route(1, outputs);
+}
+
+fn count(router: &Router, from: usize, name: &str) -> usize {
+    router
+        .log
+        .iter()
+        .filter(|(f, p)| *f == from && p.name() == name)
+        .count()
+}
+
+fn replication_done(router: &mut Router) -> Vec<NotifyReplicationDone> {
+    router
+        .take_master()
+        .into_iter()
+        .filter_map(|(_, _, p)| match p {
+            Packet::NotifyReplicationDone(done) => Some(done),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Both databases hold the same transactions and object revisions.
+fn assert_same_data(a: &MemoryBackend, b: &MemoryBackend) {
+    let all = |x: &MemoryBackend| x.tids_range(0, Tid(0), Tid::MAX, usize::MAX).unwrap();
+    assert_eq!(all(a).len(), TRANSACTIONS as usize);
+    assert_eq!(all(a), all(b));
+    for t in all(a) {
+        assert_eq!(
+            a.transaction(t, false).unwrap(),
+            b.transaction(t, false).unwrap()
+        );
+    }
+    let records = |x: &MemoryBackend| {
+        x.objects_range(0, Tid(0), Oid(0), Tid::MAX, usize::MAX)
+            .unwrap()
+    };
+    assert_eq!(records(a), records(b));
+    for (serial, oid) in records(a) {
+        assert_eq!(
+            a.object(oid, Some(serial), None).unwrap(),
+            b.object(oid, Some(serial), None).unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_partition_replicates_in_chunks_then_is_notified_done() {
+    let (mut router, ask) = cluster(MemoryDisk::new());
+    answer_unfinished(&mut router, ask, tid(TRANSACTIONS), vec![]);
+    router.run(usize::MAX);
+    let chunks = TRANSACTIONS.div_ceil(FETCH_COUNT as u64) as usize;
+    assert_eq!(count(&router, 1, "AskFetchTransactions"), chunks);
+    assert_eq!(count(&router, 1, "AskFetchObjects"), chunks);
+    assert_eq!(count(&router, 0, "AddTransaction"), TRANSACTIONS as usize);
+    assert_eq!(count(&router, 0, "AddObject"), TRANSACTIONS as usize);
+    // Every streamed packet carries its request's msg_id (checked by the requester, which
+    // ignores others): all were stored.
+    assert_eq!(
+        replication_done(&mut router),
+        vec![NotifyReplicationDone {
+            partition: 0,
+            tid: tid(TRANSACTIONS)
+        }]
+    );
+    let source = router.nodes[0].as_ref().unwrap().storage.backend();
+    let requester = router.nodes[1].as_ref().unwrap().storage.backend();
+    assert_same_data(source, requester);
+    let progress = requester.pt_rows().unwrap();
+    assert_eq!(
+        progress
+            .iter()
+            .find(|r| r.nid == storage_nid(2))
+            .unwrap()
+            .tid,
+        tid(TRANSACTIONS).0 as i64
+    );
+    assert_eq!(router.node(1).storage.replicating_partition(), None);
+}
+
+#[test]
+fn pending_transactions_delay_the_end_of_replication() {
+    let (mut router, ask) = cluster(MemoryDisk::new());
+    answer_unfinished(&mut router, ask, tid(2000), vec![tid(2001)]);
+    router.run(usize::MAX);
+    assert!(
+        replication_done(&mut router).is_empty(),
+        "a transaction is still pending"
+    );
+    assert_eq!(count(&router, 1, "AskFetchTransactions"), 2);
+    // It commits as tid(2500) (for the test, everything up to it is on the source).
+    let h = router.node(1);
+    let outputs = h.master_sends(NotifyTransactionFinished {
+        ttid: tid(2001),
+        max_tid: tid(TRANSACTIONS),
+    });
+    router.route(1, outputs);
+    router.run(usize::MAX);
+    let asks: Vec<_> = router
+        .log
+        .iter()
+        .filter_map(|(_, p)| match p {
+            Packet::AskFetchTransactions(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        asks[2].min_tid,
+        tid(2001),
+        "the second round starts after the first"
+    );
+    assert_eq!(
+        replication_done(&mut router),
+        vec![NotifyReplicationDone {
+            partition: 0,
+            tid: tid(TRANSACTIONS)
+        }]
+    );
+    let source = router.nodes[0].as_ref().unwrap().storage.backend();
+    let requester = router.nodes[1].as_ref().unwrap().storage.backend();
+    assert_same_data(source, requester);
+}
+
+#[test]
+fn an_interrupted_replication_resumes_from_the_committed_progress() {
+    let requester_disk = MemoryDisk::new();
+    let (mut router, ask) = cluster(requester_disk.clone());
+    answer_unfinished(&mut router, ask, tid(TRANSACTIONS), vec![]);
+    // Run until the second chunk of objects is asked, then half of its stream.
+    while count(&router, 1, "AskFetchObjects") < 2 {
+        assert_eq!(router.run(1), 1, "replication stalled");
+    }
+    router.run(500);
+    let second = router
+        .log
+        .iter()
+        .rev()
+        .find_map(|(_, p)| match p {
+            Packet::AskFetchObjects(a) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(second.min_tid > tid(1));
+    drop(router.kill(1));
+    // What survived: progress up to just before the second chunk, none of its objects.
+    let progress = {
+        let backend = MemoryBackend::open(requester_disk.clone()).unwrap();
+        let own = backend
+            .pt_rows()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.nid == storage_nid(2))
+            .unwrap();
+        let stored = backend
+            .objects_range(0, Tid(0), Oid(0), Tid::MAX, usize::MAX)
+            .unwrap();
+        assert!(
+            stored.iter().all(|(serial, _)| *serial < second.min_tid),
+            "uncommitted writes are lost"
+        );
+        own.tid
+    };
+    assert_eq!(progress as u64, second.min_tid.0 - 1);
+    // Restart on the same disk: the first request resumes at progress + 1.
+    let log_start = router.log.len();
+    let (requester, ask) = boot_requester(requester_disk);
+    router.nodes[1] = Some(requester);
+    answer_unfinished(&mut router, ask, tid(TRANSACTIONS), vec![]);
+    router.run(usize::MAX);
+    let first = router.log[log_start..]
+        .iter()
+        .find_map(|(_, p)| match p {
+            Packet::AskFetchTransactions(a) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(first.min_tid, second.min_tid);
+    // Transactions are all there already: none is sent again.
+    assert_eq!(
+        router.log[log_start..]
+            .iter()
+            .filter(|(_, p)| p.name() == "AddTransaction")
+            .count(),
+        0
+    );
+    assert_eq!(
+        replication_done(&mut router).last(),
+        Some(&NotifyReplicationDone {
+            partition: 0,
+            tid: tid(TRANSACTIONS)
+        })
+    );
+    let source = router.nodes[0].as_ref().unwrap().storage.backend();
+    let requester = router.nodes[1].as_ref().unwrap().storage.backend();
+    assert_same_data(source, requester);
+}
