@@ -595,3 +595,25 @@ impl Backend for MemoryBackend {
         Ok(orders)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_sees_only_committed_writes_and_the_disk_is_exclusive() {
+        let disk = MemoryDisk::new();
+        let mut backend = MemoryBackend::open(disk.clone()).unwrap();
+        assert!(matches!(
+            MemoryBackend::open(disk.clone()),
+            Err(BackendError::Locked(_))
+        ));
+        backend.set_config("name", Some("kept")).unwrap();
+        backend.commit().unwrap();
+        backend.set_config("name", Some("lost")).unwrap();
+        drop(backend);
+        assert!(!disk.in_use());
+        let backend = MemoryBackend::open(disk).unwrap();
+        assert_eq!(backend.get_config("name").unwrap().as_deref(), Some("kept"));
+    }
+}

@@ -735,6 +735,10 @@ impl<B: Backend> Storage<B> {
             self.replication_partition_changes(changes, out)?;
         }
         self.backend.commit()?;
+        if self.phase == Phase::Operation {
+            // A new readable cell may be the source a waiting partition lacked.
+            self.next_partition(out);
+        }
         Ok(())
     }
 

@@ -436,7 +436,15 @@ impl<B: Backend> Storage<B> {
                     return Ok(());
                 };
                 round.max = Some(max);
-                let next = self.replication.partitions[&partition].next_trans;
+                let Some(next) = self
+                    .replication
+                    .partitions
+                    .get(&partition)
+                    .map(|p| p.next_trans)
+                else {
+                    self.abort_replication(out, "partition discarded");
+                    return Ok(());
+                };
                 debug!("starting replication of partition {partition} from {next} to {max}");
                 (next, true)
             }

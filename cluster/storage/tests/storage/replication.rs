@@ -177,6 +177,38 @@ fn a_partition_replicates_in_chunks_then_is_notified_done() {
         tid(TRANSACTIONS).0 as i64
     );
     assert_eq!(router.node(1).storage.replicating_partition(), None);
+    // A stray packet of a finished round (its msg_id is no longer awaited) is ignored.
+    let source_conn = neo_node::io::OUTGOING | 2;
+    let stray = router.node(1).packet(
+        source_conn,
+        0,
+        neo_protocol::AddTransaction {
+            tid: tid(TRANSACTIONS + 1),
+            user: "intruder".into(),
+            description: "".into(),
+            extension: "".into(),
+            packed: false,
+            ttid: tid(TRANSACTIONS + 1),
+            oid_list: vec![],
+            pack: None,
+        },
+    );
+    assert!(stray.is_empty(), "{stray:?}");
+    let requester = router.nodes[1].as_ref().unwrap().storage.backend();
+    assert!(requester
+        .transaction(tid(TRANSACTIONS + 1), false)
+        .unwrap()
+        .is_none());
+    // A packet a storage has no business sending closes that connection only.
+    let outputs = router
+        .node(1)
+        .packet(source_conn, 7, neo_protocol::AskRecovery {});
+    assert!(
+        matches!(outputs.as_slice(), [neo_node::Output::Send { packet: Packet::Error(e), .. }, neo_node::Output::Close { conn }]
+            if e.code == neo_protocol::ErrorCode::ProtocolError && *conn == source_conn),
+        "{outputs:?}"
+    );
+    assert!(router.node(1).storage.is_operational());
 }
 
 #[test]
