@@ -467,7 +467,7 @@ mod migration {
 
     /// A database as NEO/py left it at `version`, built from the old DDL: `pt` in the
     /// version-2 form `(rid, nid, state)` or the version-3 form `(partition, nid, tid)`.
-    fn old_db(path: &str, version: u32, unfinished: bool) {
+    pub(super) fn old_db(path: &str, version: u32, unfinished: bool) {
         let conn = raw(path);
         conn.execute_batch(
             "CREATE TABLE config (name TEXT NOT NULL PRIMARY KEY, value TEXT) WITHOUT ROWID;
@@ -1691,6 +1691,65 @@ unfinished {b'\\x00\\x00\\x00\\x00\\x00\\x00\\x000': None}
             ),
             4
         );
+    }
+
+    /// NEO/py and we migrate the same old databases to the same result.
+    #[test]
+    fn neopy_migrates_like_us() {
+        let script = "import sys\n\
+            from neo.storage.database.sqlite import SQLiteDatabaseManager\n\
+            dm = SQLiteDatabaseManager(sys.argv[1]); dm.setup(); dm.commit(); dm.close()\n";
+        for version in [0, 3] {
+            let (dir, ours) = new_db();
+            let theirs = dir.path().join("neopy.sqlite").to_str().unwrap().to_owned();
+            super::migration::old_db(&ours, version, false);
+            super::migration::old_db(&theirs, version, false);
+            open(&ours).close().unwrap();
+            if run_python(script, &theirs).is_none() {
+                return;
+            }
+            let dump = |path: &str| -> Vec<String> {
+                let conn = raw(path);
+                let mut lines: Vec<String> = conn
+                    .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+                    .unwrap()
+                    .query_map([], |row| {
+                        let sql: String = row.get(2)?;
+                        let sql: String = sql
+                            .lines()
+                            .map(|line| line.split("--").next().unwrap_or(""))
+                            .collect::<String>()
+                            .chars()
+                            .filter(|c| !c.is_whitespace() && *c != '"')
+                            .collect();
+                        Ok(format!(
+                            "{} {} {sql}",
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?
+                        ))
+                    })
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                for table in ["config", "pt", "obj"] {
+                    let rows = conn
+                        .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+                        .unwrap()
+                        .query_map([], |row| {
+                            let values: Vec<String> = (0..row.as_ref().column_count())
+                                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                                .collect();
+                            Ok(values.join(" "))
+                        })
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect::<Vec<_>>();
+                    lines.push(format!("{table}: {rows:?}"));
+                }
+                lines
+            };
+            assert_eq!(dump(&ours), dump(&theirs), "from version {version}");
+        }
     }
 
     #[test]
