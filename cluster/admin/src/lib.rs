@@ -410,7 +410,7 @@ impl Admin {
     }
 
     /// A request or notification from the primary master.
-    fn from_master(
+    fn master_packet(
         &mut self,
         now: Time,
         conn: ConnId,
@@ -513,7 +513,7 @@ impl Admin {
     fn packet(&mut self, now: Time, conn: ConnId, msg_id: u32, packet: Packet, out: &mut Outbox) {
         match &self.master {
             MasterLink::Ready { conn: master, .. } if *master == conn => {
-                return self.from_master(now, conn, msg_id, packet, out);
+                return self.master_packet(now, conn, msg_id, packet, out);
             }
             MasterLink::Bootstrap { conn: master, .. } if *master == conn => {
                 return self.bootstrap_packet(now, conn, msg_id, packet, out);
@@ -521,7 +521,7 @@ impl Admin {
             _ => {}
         }
         if let Some(index) = self.backups.iter().position(|b| b.conn == Some(conn)) {
-            return self.from_backup(now, index, conn, msg_id, packet, out);
+            return self.backup_packet(now, index, conn, msg_id, packet, out);
         }
         self.request(now, conn, msg_id, packet, out);
     }
@@ -681,7 +681,7 @@ impl Admin {
             return self.upstream_answer(now, conn, msg_id, packet, out);
         }
         if let Some(index) = self.backups.iter().position(|b| b.conn == Some(conn)) {
-            return self.from_backup(now, index, conn, msg_id, packet, out);
+            return self.backup_packet(now, index, conn, msg_id, packet, out);
         }
         tracing::debug!(packet = packet.name(), "answer on an unknown connection");
     }
@@ -1022,7 +1022,7 @@ impl Admin {
         }
     }
 
-    fn from_backup(
+    fn backup_packet(
         &mut self,
         now: Time,
         index: usize,
