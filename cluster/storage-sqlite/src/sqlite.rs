@@ -265,6 +265,9 @@ impl SqliteBackend {
             if let Some(data_id) = reused {
                 return Ok(data_id);
             }
+            // Record not found (e.g. a cell being replicated): like NEO/py, fall back to
+            // the data sent along, or to none. Refusing an undo of packed data
+            // (UndoPackError) is the storage logic's call, as it knows readability.
         }
         let Some(data) = data else {
             return Ok(None);

@@ -272,6 +272,52 @@ mod neopy_fixture {
         check_node("neopy-s2.sqlite", S2);
     }
 
+    /// neopy-locked.sqlite: NEO/py killed after locking the undo transaction and before
+    /// committing its unlock.
+    #[test]
+    fn locked_transaction_is_rebuilt_and_finished() {
+        const T2: u64 = 0x040d2c727ebe4500; // second: oid 1's data row (1 << 48) + 1
+        const TTID: u64 = 0x040d2c727eca5baa;
+        const TID: u64 = 0x040d2c727ece7ece;
+        let (_dir, path) = copy_fixture("neopy-locked.sqlite");
+        let mut backend = open(&path);
+        assert_eq!(
+            backend.locked_transactions().unwrap(),
+            vec![(Tid(TTID), Some(Tid(TID)))]
+        );
+        assert_eq!(backend.uncommitted_references((1 << 48) + 1), 1);
+        let voted = backend.transaction(Tid(TTID), true).unwrap().unwrap();
+        assert_eq!((voted.tid, voted.ttid), (Tid(TID), Tid(TTID)));
+        assert_eq!(voted.description, Bytes::from_static(b"undo third"));
+        assert_eq!(voted.oids, vec![Oid(1)]);
+        assert_eq!(backend.transaction(Tid(TID), false).unwrap(), None);
+        let undone = backend
+            .object(Oid(1), Some(Tid(T2)), None)
+            .unwrap()
+            .unwrap()
+            .data;
+        // The reference held by tobj keeps the data row when its last obj user goes.
+        backend.delete_objects(1, &[(Tid(T2), Oid(1))]).unwrap();
+        backend.commit().unwrap();
+        assert_eq!(
+            count(
+                &path,
+                &format!("SELECT count(*) FROM data WHERE id={}", (1i64 << 48) + 1)
+            ),
+            1
+        );
+        backend.unlock_transaction(Tid(TTID), Tid(TID)).unwrap();
+        backend.commit().unwrap();
+        assert_eq!(backend.locked_transactions().unwrap(), vec![]);
+        assert_eq!(backend.uncommitted_references((1 << 48) + 1), 0);
+        assert_eq!(backend.final_tid(Tid(TTID)).unwrap(), Some(Tid(TID)));
+        assert_eq!(backend.last_ids(&[0, 1, 2]).unwrap().0, Some(Tid(TID)));
+        let current = backend.object(Oid(1), None, None).unwrap().unwrap();
+        assert_eq!(current.serial, Tid(TID));
+        assert_eq!(current.data_serial, Some(Tid(T2)));
+        assert_eq!(current.data, undone);
+    }
+
     #[test]
     fn new_data_ids_continue_after_neopy_ones() {
         let (_dir, path) = copy_fixture("neopy-s1.sqlite");

@@ -6,6 +6,9 @@
 #   NEO_PY_DIR=/tmp/neoppod NEO_PY_PYTHON=/tmp/neovenv/bin/python \
 #   ZODB_PYTHON=/tmp/zvenv/bin/python ZODB_SITE=/tmp/neovenv/lib/python3.11/site-packages \
 #   ./make-fixture.sh
+# With LOCKED=1, the storages are killed (SIGKILL) right after the client's last
+# commit, before NEO/py's deferred commit of the unlock: the last transaction
+# stays locked in ttrans/tobj. Only node 1's file is kept, as neopy-locked.sqlite.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
@@ -23,6 +26,17 @@ $ctl print cluster
 $ctl print pt
 PYTHONPATH=$NEO:${ZODB_SITE:-/tmp/neovenv/lib/python3.11/site-packages} \
     ${ZODB_PYTHON:-/tmp/zvenv/bin/python} "$here/fixture_client.py"
+if [ -n "$LOCKED" ]; then
+    kill -9 "$(cat s1.pid)" "$(cat s2.pid)"
+    sleep 1
+    for f in s1 s2; do
+        nid=$(python3 -c "import sqlite3; print(sqlite3.connect('$f.sqlite').execute(\"select value from config where name='nid'\").fetchone()[0])")
+        [ "$nid" = 1 ] && cp "$f.sqlite" "$here/neopy-locked.sqlite"
+    done
+    kill "$(cat admin.pid)" "$(cat master.pid)"
+    echo "logs left in $work"
+    exit 0
+fi
 # Give the storages time to commit the last unlock (NEO/py defers it by 1 s).
 sleep 3
 $ctl print ids
