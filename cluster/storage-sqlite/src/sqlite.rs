@@ -580,7 +580,8 @@ impl Backend for SqliteBackend {
             .filter(|row| row.nid == own)
             .map(|row| (row.partition, row.tid))
             .collect();
-        let backup_tid = self.backup_tid()?;
+        // A zero backup_tid means none, as in NEO/py.
+        let backup_tid = self.backup_tid()?.filter(|tid| tid.0 != 0);
         let readable = |state: CellState| matches!(state, CellState::UpToDate | CellState::Feeding);
         let mut changes: Vec<(u32, Nid, Option<i64>, Option<i64>)> = Vec::new();
         for &(partition, nid, state) in cells {
@@ -677,10 +678,8 @@ impl Backend for SqliteBackend {
                 )?;
                 Ok(())
             }
-            Some(_) => Ok(()),
-            None => Err(BackendError::Invalid(format!(
-                "partition {partition} is not assigned to {own}"
-            ))),
+            // Not (or no longer) assigned: nothing to record.
+            _ => Ok(()),
         }
     }
 
@@ -946,6 +945,18 @@ impl Backend for SqliteBackend {
     fn store_transaction(&mut self, record: &TransactionRecord, temporary: bool) -> Result<()> {
         let key = if temporary { record.ttid } else { record.tid };
         let partition = self.partition_of(key.0)?;
+        if !temporary {
+            // Replication may resend a transaction it stored before being interrupted.
+            if let Some(existing) = self.transaction(record.tid, false)? {
+                if existing == *record {
+                    return Ok(());
+                }
+                return Err(BackendError::Invalid(format!(
+                    "transaction {} is already stored with other metadata",
+                    record.tid
+                )));
+            }
+        }
         let mut oids = Vec::with_capacity(record.oids.len() * 8);
         for oid in &record.oids {
             oids.extend_from_slice(&oid.to_bytes());

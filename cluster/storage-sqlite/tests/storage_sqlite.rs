@@ -853,6 +853,9 @@ mod partition_table {
         // Readable cells have no progress.
         backend.set_replication_progress(2, S1, Tid(0x99)).unwrap();
         assert_eq!(row(&backend, 2, S1).unwrap().tid, -1);
+        // Cells not assigned to the node have nothing to record.
+        backend.set_replication_progress(9, S1, Tid(0x99)).unwrap();
+        assert_eq!(row(&backend, 9, S1), None);
         // CORRUPTED -> OUT_OF_DATE restarts from scratch.
         backend
             .apply_pt_changes(4, 0, &[(2, S1, CellState::Corrupted)], false, S1)
@@ -1268,8 +1271,11 @@ mod transactions {
         assert!(backend
             .store_object(Oid(1), Tid(0x10), None, None, false)
             .is_err());
-        assert!(backend
+        backend
             .store_transaction(&txn(0x10, 0x10, &[1]), false)
+            .unwrap();
+        assert!(backend
+            .store_transaction(&txn(0x10, 0x10, &[1, 2]), false)
             .is_err());
         backend.commit().unwrap();
         assert_eq!(count(&path, "SELECT count(*) FROM data"), 1);
