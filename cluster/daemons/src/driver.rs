@@ -9,7 +9,7 @@
 //! The driver also feeds the SQLite log: every packet sent or received (with the peer's
 //! NID once identification told it), the node's own NID, and FlushLog.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -26,6 +26,9 @@ use crate::logging::SharedLogger;
 /// Signals and logger flags are polled at least this often: a signal cannot wake a thread
 /// blocked on a channel.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long connections get to send what is queued on them at exit.
+const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the network gets to flush and close at exit.
 const NET_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +70,12 @@ pub fn install_shutdown_signals() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Takes the pending SIGINT/SIGTERM, if any (0 when none), for programs that are not
+/// nodes (neosimple).
+pub fn take_shutdown_signal() -> i32 {
+    SHUTDOWN_SIGNAL.swap(0, Ordering::SeqCst)
 }
 
 extern "C" fn on_shutdown_signal(signal: libc::c_int) {
@@ -134,6 +143,7 @@ impl Driver {
             shutting_down: false,
         };
         let code = state.run(node, &events);
+        state.close_all(&events);
         let logger = state.logger.take();
         drop(state);
         net.shutdown(NET_SHUTDOWN_TIMEOUT);
@@ -154,6 +164,9 @@ struct Connections {
     by_net: HashMap<neo_net::ConnectionId, ConnId>,
     /// Peers' NIDs learnt from identification, for packet logs.
     peer_nids: HashMap<ConnId, Nid>,
+    /// Connections the node closed whose close is not done yet (waited for at exit, so
+    /// that their last packets are sent).
+    closing: HashSet<neo_net::ConnectionId>,
     next_accepted: u64,
 }
 
@@ -233,6 +246,35 @@ impl Loop<'_> {
         }
     }
 
+    /// Closes every connection after what is queued on it is sent, and waits a little for
+    /// the closes, so that what a node says before exiting (NEO/py's masters tell every
+    /// node to stop) reaches the peers before the network is torn down.
+    fn close_all(&mut self, events: &Events) {
+        let mut open = std::mem::take(&mut self.conns.closing);
+        for handle in self.conns.handles.values() {
+            handle.close();
+            open.insert(handle.id());
+        }
+        tracing::debug!(
+            connections = open.len(),
+            "closing every connection before exiting"
+        );
+        let deadline = std::time::Instant::now() + EXIT_FLUSH_TIMEOUT;
+        while !open.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match events.recv_timeout(left) {
+                Ok(Event::Closed { conn, .. }) | Ok(Event::ConnectFailed { conn, .. }) => {
+                    open.remove(&conn);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(left = open.len(), error = %e, "connections not closed in time");
+                    break;
+                }
+            }
+        }
+    }
+
     /// Serves SIGINT/SIGTERM and the log's SIGRTMIN flags.
     fn poll_signals<N: Node>(&mut self, node: &mut N) -> Option<i32> {
         if let Some(logger) = &self.logger {
@@ -241,7 +283,7 @@ impl Loop<'_> {
                 eprintln!("{e}");
             }
         }
-        let signal = SHUTDOWN_SIGNAL.swap(0, Ordering::SeqCst);
+        let signal = take_shutdown_signal();
         if signal == 0 {
             return None;
         }
@@ -303,6 +345,7 @@ impl Loop<'_> {
                 })
             }
             Event::Closed { conn, reason, .. } => {
+                self.conns.closing.remove(&conn);
                 let conn = *self.conns.by_net.get(&conn)?;
                 if reason.is_peer_error() {
                     tracing::warn!(conn, %reason, "connection closed");
@@ -348,6 +391,7 @@ impl Loop<'_> {
             Output::Close { conn } => {
                 if let Some(handle) = self.conns.remove(conn) {
                     handle.close();
+                    self.conns.closing.insert(handle.id());
                 }
             }
             Output::Exit { code, reason } => {

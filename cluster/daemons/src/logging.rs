@@ -31,6 +31,7 @@ pub fn init(verbose: u8, logfile: Option<&Path>) -> anyhow::Result<Option<Shared
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(stderr_filter);
     let logger = match logfile {
         Some(path) => {

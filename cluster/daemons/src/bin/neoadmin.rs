@@ -1,0 +1,5 @@
+//! `neoadmin`: see [`neo_daemons::admin`].
+
+fn main() {
+    neo_daemons::admin::main()
+}

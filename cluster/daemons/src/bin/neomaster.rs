@@ -1,0 +1,5 @@
+//! `neomaster`: see [`neo_daemons::master`].
+
+fn main() {
+    neo_daemons::master::main()
+}

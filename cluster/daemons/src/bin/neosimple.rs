@@ -1,0 +1,5 @@
+//! `neosimple`: see [`neo_daemons::simple`].
+
+fn main() {
+    neo_daemons::simple::main()
+}

@@ -1,0 +1,5 @@
+//! `neostorage`: see [`neo_daemons::storage`].
+
+fn main() {
+    neo_daemons::storage::main()
+}
