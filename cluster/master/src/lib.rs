@@ -522,6 +522,9 @@ impl Master {
                 tracing::debug!("ignoring {} from a master", packet.name());
             }
             (Peer::Node(nid), packet) => {
+                let Some(packet) = self.common_request(out, conn, msg_id, packet) else {
+                    return;
+                };
                 let node_type = self.nodes.get(*nid).map(|e| e.node_type);
                 match node_type {
                     Some(NodeType::Storage) => {
@@ -565,6 +568,51 @@ impl Master {
                 self.verification_answer(now, out, conn, asked, packet)
             }
         }
+    }
+
+    /// Requests any identified node may send (NEO/py's generic master handler); returns
+    /// the packet back if it is not one of them.
+    fn common_request(
+        &mut self,
+        out: &mut Outbox,
+        conn: ConnId,
+        msg_id: u32,
+        packet: Packet,
+    ) -> Option<Packet> {
+        match packet {
+            Packet::AskClusterState(_) => out.answer(
+                conn,
+                msg_id,
+                neo_protocol::AnswerClusterState {
+                    state: Some(self.cluster_state),
+                },
+            ),
+            Packet::AskRecovery(_) => out.answer(
+                conn,
+                msg_id,
+                neo_protocol::AnswerRecovery {
+                    ptid: self.pt.ptid(),
+                    backup_tid: self.backup_tid,
+                    truncate_tid: self.truncate_tid,
+                },
+            ),
+            Packet::AskLastIDs(_) => out.answer(
+                conn,
+                msg_id,
+                neo_protocol::AnswerLastIDs {
+                    last_tid: Some(self.last_tid),
+                    last_oid: Some(self.last_oid),
+                    first_tid: self.first_tid,
+                },
+            ),
+            Packet::AskLastTransaction(_) => out.answer(
+                conn,
+                msg_id,
+                neo_protocol::AnswerLastTransaction { tid: self.last_tid },
+            ),
+            other => return Some(other),
+        }
+        None
     }
 
     /// A protocol violation: answer PROTOCOL_ERROR and abort the connection.
