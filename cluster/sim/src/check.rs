@@ -54,8 +54,8 @@ impl Checker {
                     if p.ptid != previous + 1 {
                         violations.push(format!(
                             "t={now:.4} node {} sent NotifyPartitionChanges ptid {} to node {} \
-                             after ptid {previous} on the same connection",
-                            sent.from.0, p.ptid, sent.to.0
+                             after ptid {previous} on the same connection (cells {:?})",
+                            sent.from.0, p.ptid, sent.to.0, p.cell_list
                         ));
                     }
                 }

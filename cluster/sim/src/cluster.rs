@@ -252,6 +252,73 @@ impl Cluster {
         all_up && storages_ok
     }
 
+    /// NIDs in the primary's table that no storage of the world uses (running or not:
+    /// a killed storage's NID is on its disk). Such a cell can never come back.
+    pub fn orphan_nids(&self) -> Vec<Nid> {
+        let Some((pt, _)) = self.primary_view() else {
+            return Vec::new();
+        };
+        let used: Vec<Nid> = self
+            .disks
+            .values()
+            .filter_map(|disk| disk_nid(disk).or(None))
+            .chain(self.storages.iter().filter_map(|id| self.nid(*id)))
+            .collect();
+        pt.nodes()
+            .into_iter()
+            .filter(|n| !used.contains(n))
+            .collect()
+    }
+
+    /// A multi-line picture of every node's view, for failure reports.
+    pub fn describe(&self) -> String {
+        let mut lines = Vec::new();
+        for id in self.world.node_ids() {
+            let name = self.world.name(id);
+            if let Some(m) = self.world.get::<Master>(id) {
+                lines.push(format!(
+                    "{name}: master {:?} primary={} {} ptid={:?} rows={:?}",
+                    m.nid().map(|n| n.to_string()),
+                    m.is_primary(),
+                    m.cluster_state(),
+                    m.partition_table().ptid(),
+                    m.partition_table().rows()
+                ));
+                for e in m.nodes().iter() {
+                    lines.push(format!(
+                        "    {:?} {:?} {:?} {} conn={:?}",
+                        e.nid.map(|n| n.to_string()),
+                        e.node_type,
+                        e.address.as_ref().map(|a| a.port),
+                        e.state,
+                        e.conn
+                    ));
+                }
+            } else if let Some(s) = self.world.get::<MemoryStorage>(id) {
+                let (ptid, _, rows) = s.partition_table();
+                lines.push(format!(
+                    "{name}: storage {:?} {:?} {:?} ptid={ptid:?} rows={rows:?}",
+                    s.nid().map(|n| n.to_string()),
+                    s.phase(),
+                    s.cluster_state()
+                ));
+            } else if let Some(a) = self.world.get::<Admin>(id) {
+                lines.push(format!(
+                    "{name}: admin connected={} {:?}",
+                    a.is_connected(),
+                    a.cluster_state()
+                ));
+            } else {
+                lines.push(format!("{name}: {:?}", self.world.status(id)));
+            }
+        }
+        lines.push(format!(
+            "orphan NIDs in the primary's table: {:?}",
+            self.orphan_nids()
+        ));
+        lines.join("\n")
+    }
+
     // --- Actions ----------------------------------------------------------------------
 
     /// Runs until the predicate on the cluster holds, at most `max_seconds`.
@@ -409,6 +476,11 @@ impl Cluster {
         }
         problems
     }
+}
+
+/// The NID committed on a disk, if no storage has it open.
+fn disk_nid(disk: &MemoryDisk) -> Option<Nid> {
+    MemoryBackend::open(disk.clone()).ok()?.nid().ok()?
 }
 
 /// One committed transaction storing a small object per oid.

@@ -105,6 +105,8 @@ pub struct World {
     /// Recent events, for failure reports.
     trace: Vec<String>,
     trace_limit: usize,
+    /// Trace packets with their fields, not only their names.
+    verbose: bool,
     events_processed: u64,
 }
 
@@ -225,6 +227,7 @@ impl World {
             violations: Vec::new(),
             trace: Vec::new(),
             trace_limit: 200,
+            verbose: std::env::var_os("NEO_SIM_VERBOSE").is_some(),
             events_processed: 0,
         }
     }
@@ -406,8 +409,8 @@ impl World {
             link.cut = true;
             let open = link.state == LinkState::Open;
             let closed = [link.ends[0].closed, link.ends[1].closed];
-            for to in 0..2 {
-                if open && !closed[to] {
+            for (to, closed) in closed.into_iter().enumerate() {
+                if open && !closed {
                     self.schedule(self.now + latency, EventKind::Closed { link: link_id, to });
                 }
             }
@@ -832,12 +835,18 @@ impl World {
             self.now - EPOCH,
         );
         self.log_new_violations(before);
-        self.log(format!(
-            "{} -> {} #{msg_id} {}",
-            self.name(id),
-            self.name(to),
-            packet.name()
-        ));
+        if self.trace_limit > 0 {
+            let what = if self.verbose {
+                format!("{packet:?}")
+            } else {
+                packet.name().to_string()
+            };
+            self.log(format!(
+                "{} -> {} #{msg_id} {what}",
+                self.name(id),
+                self.name(to)
+            ));
+        }
         let mut bytes = Vec::new();
         neo_protocol::encode_message(&mut bytes, msg_id, &packet);
         let link = self.links.get_mut(&link_id).expect("found above");
