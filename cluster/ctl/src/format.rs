@@ -75,7 +75,7 @@ fn address_key(address: Option<&Address>) -> (Vec<u8>, u16) {
 pub fn id_timestamp_text(timestamp: Option<f64>) -> String {
     match timestamp {
         None => "None".to_string(),
-        Some(t) if t == 0.0 => "0.0".to_string(),
+        Some(0.0) => "0.0".to_string(),
         Some(t) => utc_from_timestamp(t),
     }
 }

@@ -71,6 +71,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<Output, Failure> {
+    // clap lets the command list swallow an unknown option that comes first; NEO/py's
+    // argparse refuses it, and so do we.
+    if let Some(option) = cli
+        .command
+        .first()
+        .filter(|w| w.starts_with('-') && w.len() > 1)
+    {
+        return Err(Failure::Parse(command::ParseError::Usage(format!(
+            "unrecognized arguments: {option}"
+        ))));
+    }
     let command = command::parse(&cli.command)?;
     if cli.ca.is_some() || cli.cert.is_some() || cli.key.is_some() {
         if !(cli.ca.is_some() && cli.cert.is_some() && cli.key.is_some()) {
