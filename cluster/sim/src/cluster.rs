@@ -419,7 +419,7 @@ impl Cluster {
         backend.commit().expect("memory commit");
     }
 
-    /// Checks the data model: every running storage with an UP_TO_DATE cell (in the
+    /// Checks the data model: every operational storage with an UP_TO_DATE cell (in the
     /// primary's table) holds exactly the transactions and object revisions of
     /// [`Cluster::history`] that belong to that partition. Returns the mismatches.
     pub fn check_data(&self) -> Vec<String> {
@@ -429,7 +429,9 @@ impl Cluster {
         };
         let np = pt.np() as u64;
         for &id in &self.storages {
-            let Some(storage) = self.storage(id) else {
+            // Only what the cluster serves: a storage still bootstrapping may carry a NID
+            // the master has since given to another node.
+            let Some(storage) = self.storage(id).filter(|s| s.is_operational()) else {
                 continue;
             };
             let Some(nid) = storage.nid() else {
