@@ -79,7 +79,7 @@ mod formats {
                 Some(s(2)),
                 21101,
                 NodeState::Pending,
-                Some(1_795_298_857.15816),
+                Some(1_795_298_857.158_16),
             ),
             node(
                 NodeType::Master,
