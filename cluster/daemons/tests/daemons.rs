@@ -4,3 +4,5 @@
 
 #[path = "daemons/driver.rs"]
 mod driver;
+#[path = "daemons/process.rs"]
+mod process;
