@@ -337,8 +337,9 @@ impl Master {
 
     fn set_num_replicas(&mut self, out: &mut Outbox, replicas: u32) -> Result<String, String> {
         self.change_pt_allowed()?;
-        self.pt.set_replicas(replicas);
-        self.broadcast_pt_changes(out, Vec::new());
+        if self.pt.set_replicas(replicas).is_some() {
+            self.send_pt_notification(out, Vec::new());
+        }
         Ok(String::new())
     }
 

@@ -116,6 +116,16 @@ impl Master {
             NodeType::Admin => {}
         }
 
+        // A known node that comes back from another address (storages listen on a new
+        // port after a restart) keeps its NID: record the address first.
+        if let Some(k) = known.as_mut() {
+            if let Some(old) = k.nid {
+                if let Some(entry) = self.nodes.get_mut(old) {
+                    entry.address = request.address.clone();
+                }
+            }
+            k.address = request.address.clone();
+        }
         let nid = new_nid(
             &self.nodes,
             self.nid,

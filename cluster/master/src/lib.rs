@@ -318,6 +318,16 @@ impl Master {
     /// NotifyPartitionChanges to every identified non-master node; the caller has applied
     /// the changes to `self.pt`, which bumped the ptid once.
     fn broadcast_pt_changes(&mut self, out: &mut Outbox, changes: Vec<CellChange>) {
+        // No change, no new ptid: receivers require ptid + 1 in every notification.
+        if changes.is_empty() {
+            return;
+        }
+        self.send_pt_notification(out, changes);
+    }
+
+    /// NotifyPartitionChanges with the current ptid, even with no cell (SetNumReplicas
+    /// takes a ptid of its own).
+    fn send_pt_notification(&mut self, out: &mut Outbox, changes: Vec<CellChange>) {
         let Some(ptid) = self.pt.ptid() else {
             return;
         };

@@ -519,3 +519,36 @@ fn a_lost_client_aborts_its_unfinished_transaction_and_storages_waiting_are_told
         .iter()
         .any(|(_, p)| matches!(p, Packet::AbortTransaction(a) if a.ttid == begin.ttid)));
 }
+
+#[test]
+fn a_storage_back_on_another_port_keeps_its_nid() {
+    let mut h = running_cluster();
+    h.step(Input::Closed { conn: 1 });
+    let s1 = Nid::new(NodeType::Storage, 1);
+    assert_eq!(h.master.nodes().state(s1), NodeState::Down);
+    let out = h.storage_joins(7, 29999, Some(s1));
+    let s = sent(&out, 7);
+    let (_, accept) = find(&s, "AcceptIdentification");
+    let Packet::AcceptIdentification(accept) = accept else {
+        unreachable!()
+    };
+    assert_eq!(accept.your_nid, Some(s1));
+    assert_eq!(h.master.nodes().state(s1), NodeState::Running);
+    // Every node of the table it is sent is in the node list it was sent before.
+    let (_, nni) = find(&s, "NotifyNodeInformation");
+    let Packet::NotifyNodeInformation(nni) = nni else {
+        unreachable!()
+    };
+    let (_, pt) = find(&s, "SendPartitionTable");
+    let Packet::SendPartitionTable(pt) = pt else {
+        unreachable!()
+    };
+    for row in &pt.row_list {
+        for cell in row {
+            assert!(
+                nni.node_list.iter().any(|n| n.nid == Some(cell.nid)),
+                "{cell:?} unknown to the storage"
+            );
+        }
+    }
+}
