@@ -59,6 +59,31 @@ impl Master {
         self.enter_recovery(now, out);
     }
 
+    /// Whether every other master was tried since `since` (or is connected to us): a
+    /// master leaving recovery first gives the election a fresh chance, so that a master
+    /// cut off while primary and healed does not restart beside the one elected meanwhile.
+    pub(crate) fn election_fresh(&mut self, now: Time, out: &mut Outbox, since: Time) -> bool {
+        let me = self.config.address.clone();
+        let identified: Vec<Address> = self
+            .nodes
+            .of_type(NodeType::Master)
+            .filter(|e| e.conn.is_some())
+            .filter_map(|e| e.address.clone())
+            .collect();
+        let stale: Vec<Address> = self
+            .nodes
+            .of_type(NodeType::Master)
+            .filter_map(|e| e.address.clone())
+            .filter(|a| *a != me && !identified.contains(a))
+            .filter(|a| self.election_concluded.get(a).is_none_or(|t| *t < since))
+            .collect();
+        if stale.is_empty() {
+            return true;
+        }
+        self.connect_to_masters(now, out);
+        false
+    }
+
     /// During RECOVERING, connect to every known master we are not connected to.
     pub(crate) fn connect_to_masters(&mut self, now: Time, out: &mut Outbox) {
         let me = self.config.address.clone();
@@ -138,6 +163,16 @@ impl Master {
             (Peer::Primary(address), Packet::AcceptIdentification(accept)) => {
                 self.primary_accepted(conn, address, accept);
             }
+            (Peer::Election(address), Packet::Error(e)) => {
+                tracing::info!(
+                    "master {address} refused us: {} {}",
+                    e.code,
+                    String::from_utf8_lossy(&e.message)
+                );
+                self.election_concluded.insert(address, now);
+                self.conns.remove(&conn);
+                out.close(conn);
+            }
             (_, Packet::Error(e)) => {
                 tracing::info!(
                     "master refused us: {} {}",
@@ -193,6 +228,9 @@ impl Master {
                 ));
             }
         }
+        if let Some(Peer::Election(address)) = self.peer(conn).cloned() {
+            self.election_concluded.insert(address, now);
+        }
         let primary = packet
             .primary
             .and_then(|i| packet.known_master_list.get(i as usize).cloned());
@@ -217,7 +255,7 @@ impl Master {
         out: &mut Outbox,
         address: Address,
     ) {
-        let _ = address;
+        self.election_concluded.insert(address, now);
         if self.role == Role::Primary && self.cluster_state == ClusterState::Recovering {
             self.schedule_poll(now);
             let _ = out;

@@ -131,6 +131,10 @@ pub struct Master {
     stopping: bool,
     exited: bool,
     tm: transactions::TransactionManager,
+    /// When each election connection attempt last ended (failed, refused, redirected).
+    election_concluded: BTreeMap<Address, Time>,
+    /// When recovery's exit condition first held in this recovery.
+    recovery_ready_since: Option<Time>,
 }
 
 impl Master {
@@ -175,6 +179,8 @@ impl Master {
             stopping: false,
             exited: false,
             tm: transactions::TransactionManager::default(),
+            election_concluded: BTreeMap::new(),
+            recovery_ready_since: None,
             config,
         }
     }

@@ -28,6 +28,7 @@ impl Master {
             ..Recovery::default()
         };
         self.verification = None;
+        self.recovery_ready_since = None;
         self.tm = crate::transactions::TransactionManager::default();
         self.starting.clear();
         self.ready.clear();
@@ -212,6 +213,10 @@ impl Master {
             return;
         };
         if candidates.is_empty() || candidates.iter().any(|n| self.has_pending_request(*n)) {
+            return;
+        }
+        let since = *self.recovery_ready_since.get_or_insert(now);
+        if !self.election_fresh(now, out, since) {
             return;
         }
         let mut candidates = candidates;
