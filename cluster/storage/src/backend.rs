@@ -224,6 +224,48 @@ pub trait Backend {
         orders.sort_by_key(|(tid, _)| *tid);
         Ok(orders)
     }
+
+    /// Signs pack orders (NotifyPackSigned, 6.9; at lock, the order of the transaction
+    /// being locked, still keyed by its TTID): `approved` ids get `approved = 1`,
+    /// `rejected` ones `approved = 0`. Returns the ids that were found. Does not commit.
+    /// The default rewrites committed `trans` rows through the other methods; it cannot
+    /// reach the temporary tables, so a backend should override it.
+    fn sign_pack_orders(&mut self, approved: &[Tid], rejected: &[Tid]) -> Result<Vec<Tid>> {
+        let np = self
+            .pt_rows()?
+            .iter()
+            .map(|r| r.partition as u64 + 1)
+            .max()
+            .unwrap_or(1);
+        let mut found = Vec::new();
+        let signed = approved
+            .iter()
+            .map(|id| (*id, true))
+            .chain(rejected.iter().map(|id| (*id, false)));
+        for (id, verdict) in signed {
+            let Some(mut record) = self.transaction(id, false)? else {
+                continue;
+            };
+            let Some(pack) = &mut record.pack else {
+                continue;
+            };
+            pack.approved = Some(verdict);
+            self.delete_transactions((id.0 % np) as u32, &[id])?;
+            self.store_transaction(&record, false)?;
+            found.push(id);
+        }
+        Ok(found)
+    }
+
+    /// Records that the pack order `pack_id` was applied to an own cell (`pt.pack`, 7.5,
+    /// 6.9). Does not commit. There is no way to write `pt.pack` through the other
+    /// methods, so the default refuses: a backend that packs must override it.
+    fn set_pack_progress(&mut self, partition: u32, own: Nid, pack_id: Tid) -> Result<()> {
+        let _ = (partition, own, pack_id);
+        Err(BackendError::Invalid(
+            "this backend cannot record pack progress".into(),
+        ))
+    }
 }
 
 /// `backup_tid` and `truncate_tid` are stored as 16 hex digits.

@@ -2,15 +2,13 @@
 //! in-memory backend used by tests and the simulator. Ports the behaviour of NEO/py's
 //! `neo/storage` (cluster.md sections 2.11, 3.12, 5, 6, 7). Must not depend on tokio,
 //! `neo-net`, or the master.
-//!
-//! Two-phase commit (stores, locks, votes, undo) is not implemented yet (TODO(#5)): such
-//! requests are refused with NOT_READY rather than faked.
 
 pub mod backend;
 pub mod memory;
 mod node;
 mod replication;
 mod table;
+mod transactions;
 
 pub use backend::{Backend, BackendError, ObjectRecord, PtRow, StoredData, TransactionRecord};
 pub use memory::{MemoryBackend, MemoryDisk};

@@ -594,6 +594,34 @@ impl Backend for MemoryBackend {
         orders.sort_by_key(|(tid, _)| *tid);
         Ok(orders)
     }
+
+    fn sign_pack_orders(&mut self, approved: &[Tid], rejected: &[Tid]) -> Result<Vec<Tid>> {
+        let mut found = Vec::new();
+        let signed = approved
+            .iter()
+            .map(|id| (*id, true))
+            .chain(rejected.iter().map(|id| (*id, false)));
+        for (id, verdict) in signed {
+            let partition = self.work.partition(id.0);
+            // Until unlock, the order of a transaction is keyed by its TTID.
+            let record = match self.work.trans.get_mut(&(partition, id)) {
+                Some(record) => Some(record),
+                None => self.work.ttrans.get_mut(&id).map(|(record, _)| record),
+            };
+            if let Some(pack) = record.and_then(|r| r.pack.as_mut()) {
+                pack.approved = Some(verdict);
+                found.push(id);
+            }
+        }
+        Ok(found)
+    }
+
+    fn set_pack_progress(&mut self, partition: u32, own: Nid, pack_id: Tid) -> Result<()> {
+        if let Some(row) = self.work.pt.get_mut(&(partition, own.0)) {
+            row.1 = Some(pack_id);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -14,10 +14,11 @@ use std::net::SocketAddr;
 use neo_node::{ConnId, Input, Node, NodeTable, Outbox, Rng, Time};
 use neo_protocol::{
     AcceptIdentification, Address, AnswerLastIDs, AnswerLockedTransactions, AnswerObject,
-    AnswerObjectHistory, AnswerPackOrders, AnswerPartitionTable, AnswerRecovery, AnswerTIDs,
-    AnswerTIDsFrom, AnswerTransactionInformation, Bytes, CellChange, CellState, ClusterState, Dict,
-    ErrorCode, Nid, NodeInfo, NodeState, NodeType, NotifyPackCompleted, NotifyReady, PackOrder,
-    Packet, Pong, RequestIdentification, Row, Tid, Value, INVALID_PARTITION, ZERO_HASH,
+    AnswerObjectHistory, AnswerObjectUndoSerial, AnswerPackOrders, AnswerPartitionTable,
+    AnswerRecovery, AnswerTIDs, AnswerTIDsFrom, AnswerTransactionInformation, Bytes, CellChange,
+    CellState, ClusterState, Dict, ErrorCode, Nid, NodeInfo, NodeState, NodeType,
+    NotifyPackCompleted, NotifyReady, PackOrder, Packet, Pong, RequestIdentification, Row, Tid,
+    Value, INVALID_PARTITION, ZERO_HASH,
 };
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
@@ -25,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::backend::{format_hex_tid, Backend, BackendError};
 use crate::replication::Replication;
 use crate::table::Table;
+use crate::transactions::TransactionManager;
 
 /// How a storage is configured (`neostorage` options, tools.md 1.3). The backend is built
 /// by the caller from `--adapter`/`--database`.
@@ -89,6 +91,7 @@ pub struct Storage<B: Backend> {
     full_node_list_next: bool,
     cluster_state: Option<ClusterState>,
     pub(crate) replication: Replication,
+    pub(crate) tm: TransactionManager,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +211,7 @@ impl<B: Backend> Storage<B> {
             full_node_list_next: true,
             cluster_state: None,
             replication: Replication::default(),
+            tm: TransactionManager::default(),
         })
     }
 
@@ -393,6 +397,7 @@ impl<B: Backend> Storage<B> {
         error!("primary master is down: {reason}");
         self.close_links(out);
         self.replication = Replication::default();
+        self.forget_transactions();
         self.cluster_state = None;
         self.master = None;
         self.bootstrap(out);
@@ -483,13 +488,9 @@ impl<B: Backend> Storage<B> {
                 Ok(())
             }
             Packet::NotifyTransactionFinished(notify) => {
-                // TODO(#5): also release what the transaction manager holds for this ttid.
-                self.transaction_finished(notify.ttid, Some(notify.max_tid), out)
+                self.transaction_ended(notify.ttid, Some(notify.max_tid), out)
             }
-            Packet::AbortTransaction(abort) => {
-                // TODO(#5): abort the transaction's stores in the transaction manager.
-                self.transaction_finished(abort.ttid, None, out)
-            }
+            Packet::AbortTransaction(abort) => self.transaction_ended(abort.ttid, None, out),
             Packet::NotifyPackSigned(signed) => {
                 // TODO(pack): sign the stored pack orders and start packing (6.9).
                 warn!(
@@ -550,6 +551,8 @@ impl<B: Backend> Storage<B> {
                 Ok(())
             }
             Packet::ValidateTransaction(validate) if !operational => {
+                // Lock with pack approval, then unlock (5.9).
+                self.backend.sign_pack_orders(&[validate.ttid], &[])?;
                 self.backend.lock_transaction(validate.ttid, validate.tid)?;
                 self.backend
                     .unlock_transaction(validate.ttid, validate.tid)?;
@@ -573,12 +576,11 @@ impl<B: Backend> Storage<B> {
             Packet::AnswerUnfinishedTransactions(answer) if operational => {
                 self.unfinished_transactions(msg_id, answer.max_tid, answer.ttid_list, out)
             }
-            Packet::AskLockInformation(_) | Packet::NotifyUnlockInformation(_) if operational => {
-                // TODO(#5): two-phase commit. Refusing is honest: the master drops us, and
-                // the transaction is not reported as committed by this node.
-                Err(Fail::NotReady(
-                    "transactions are not implemented on this storage yet".into(),
-                ))
+            Packet::AskLockInformation(lock) if operational => {
+                self.lock_information(conn, msg_id, lock.ttid, lock.tid, lock.pack, out)
+            }
+            Packet::NotifyUnlockInformation(unlock) if operational => {
+                self.unlock_information(unlock.ttid, out)
             }
             Packet::Replicate(_) | Packet::CheckPartition(_) if operational => {
                 warn!(
@@ -638,8 +640,14 @@ impl<B: Backend> Storage<B> {
                     _ => {}
                 }
             } else if info.node_type == NodeType::Client && info.state != NodeState::Running {
-                // TODO(#5): abort that client's transactions, even voted ones (1.5).
-                debug!("client {:?} is {:?}", info.nid, info.state);
+                // Its voted transactions will not be finished either (5.11).
+                if let Some(nid) = info.nid {
+                    info!(
+                        "client {nid} is {:?}: aborting its transactions",
+                        info.state
+                    );
+                    self.abort_for(nid, true, out)?;
+                }
             }
             if info.state == NodeState::Unknown {
                 if let Some(nid) = info.nid {
@@ -822,6 +830,7 @@ impl<B: Backend> Storage<B> {
     fn stop_operation(&mut self, out: &mut Outbox) {
         self.close_links(out);
         self.replication = Replication::default();
+        self.forget_transactions();
         self.cluster_state = None;
         if self.phase == Phase::Operation {
             self.phase = Phase::Initialisation;
@@ -956,7 +965,10 @@ impl<B: Backend> Storage<B> {
         match packet {
             Packet::AskObject(ask) => {
                 self.check_readable(ask.oid.0)?;
-                // TODO(#5): delay while the oid is read-locked by a committing transaction.
+                if self.tm.is_read_locked(ask.oid) {
+                    self.tm.delay_read(conn, msg_id, Packet::AskObject(ask));
+                    return Ok(());
+                }
                 match self.backend.object(ask.oid, ask.at, ask.before)? {
                     Some(record) => {
                         let (compression, checksum, data) = match record.data {
@@ -1008,7 +1020,10 @@ impl<B: Backend> Storage<B> {
                 Ok(())
             }
             Packet::AskTIDsFrom(ask) => {
-                // TODO(#5): delay while a transaction with TID <= max_tid is locked (6.5).
+                if self.tm.is_locked_tid(ask.max_tid) {
+                    self.tm.delay_read(conn, msg_id, Packet::AskTIDsFrom(ask));
+                    return Ok(());
+                }
                 let tid_list = self.backend.tids_range(
                     ask.partition,
                     ask.min_tid,
@@ -1047,6 +1062,11 @@ impl<B: Backend> Storage<B> {
                     return Err(Fail::Protocol("invalid offsets".into()));
                 }
                 self.check_readable(ask.oid.0)?;
+                if self.tm.is_read_locked(ask.oid) {
+                    self.tm
+                        .delay_read(conn, msg_id, Packet::AskObjectHistory(ask));
+                    return Ok(());
+                }
                 let history_list =
                     self.backend
                         .object_history(ask.oid, ask.first, ask.last - ask.first)?;
@@ -1065,8 +1085,10 @@ impl<B: Backend> Storage<B> {
                 Ok(())
             }
             Packet::AskFinalTID(ask) => {
-                // TODO(#5): look at transactions being committed first.
-                let tid = self.backend.final_tid(ask.ttid)?;
+                let tid = match self.tm.final_tid(ask.ttid) {
+                    Some(tid) => Some(tid),
+                    None => self.backend.final_tid(ask.ttid)?,
+                };
                 out.answer(conn, msg_id, neo_protocol::AnswerFinalTID { tid });
                 Ok(())
             }
@@ -1079,28 +1101,55 @@ impl<B: Backend> Storage<B> {
                 );
                 Ok(())
             }
-            Packet::AskStoreObject(_)
-            | Packet::AskStoreTransaction(_)
-            | Packet::AskVoteTransaction(_)
-            | Packet::AskCheckCurrentSerial(_)
-            | Packet::AskRelockObject(_)
-            | Packet::AskObjectUndoSerial(_) => {
-                // TODO(#5): two-phase commit (stores, locks, votes, undo).
-                Err(Fail::NotReady(format!(
-                    "{} is not implemented on this storage yet",
-                    packet.name()
-                )))
+            Packet::AskStoreObject(store) => self.ask_store_object(conn, msg_id, store, out),
+            Packet::AskCheckCurrentSerial(ask) => {
+                self.ask_check_current_serial(conn, msg_id, ask.ttid, ask.oid, ask.serial, out)
             }
-            Packet::AbortTransaction(_) => {
-                // TODO(#5): nothing can be stored yet, so there is nothing to abort.
+            Packet::AskRelockObject(ask) => {
+                self.ask_relock_object(conn, msg_id, ask.ttid, ask.oid, out)
+            }
+            Packet::AskStoreTransaction(ask) => {
+                let ttid = ask.ttid;
+                self.vote(conn, msg_id, ttid, Some(ask), out)
+            }
+            Packet::AskVoteTransaction(ask) => self.vote(conn, msg_id, ask.ttid, None, out),
+            Packet::AskObjectUndoSerial(ask) => {
+                match self.ask_object_undo_serial(
+                    ask.ttid,
+                    ask.ltid,
+                    ask.undone_tid,
+                    ask.oid_list,
+                )? {
+                    Ok(answers) => out.answer(
+                        conn,
+                        msg_id,
+                        AnswerObjectUndoSerial {
+                            object_tid_dict: Dict(answers),
+                        },
+                    ),
+                    Err(oid) => out.error(conn, msg_id, ErrorCode::OidNotFound, oid.to_string()),
+                }
                 Ok(())
             }
+            Packet::AbortTransaction(abort) => self.transaction_ended(abort.ttid, None, out),
             other => Err(unexpected(&other, "client operation")),
         }
     }
 
+    /// Runs a read that was delayed by a lock, as if it had just arrived.
+    pub(crate) fn dispatch_delayed_read(
+        &mut self,
+        conn: ConnId,
+        msg_id: u32,
+        packet: Packet,
+        out: &mut Outbox,
+    ) {
+        let result = self.link_packet(conn, msg_id, packet, out);
+        self.finish(conn, msg_id, result, out);
+    }
+
     /// Client reads need a readable cell of the partition (NON_READABLE_CELL otherwise).
-    fn check_readable(&self, id: u64) -> Handled {
+    pub(crate) fn check_readable(&self, id: u64) -> Handled {
         let readable = self
             .table
             .partition_of(id)
@@ -1116,15 +1165,25 @@ impl<B: Backend> Storage<B> {
 
     /// Closes a link we no longer want; aborts the replication round that used it.
     pub(crate) fn close_link(&mut self, conn: ConnId, out: &mut Outbox) {
-        if self.links.remove(&conn).is_some() {
+        if let Some(link) = self.links.remove(&conn) {
             out.close(conn);
-            self.link_lost(conn, out);
+            self.link_lost(conn, &link, out);
         }
     }
 
-    fn link_lost(&mut self, conn: ConnId, out: &mut Outbox) {
+    fn link_lost(&mut self, conn: ConnId, link: &Link, out: &mut Outbox) {
         if self.replication.uses(conn) {
             self.abort_replication(out, "connection lost");
+        }
+        if link.kind == LinkKind::Client && link.identified && self.phase == Phase::Operation {
+            if let Some(nid) = link.nid {
+                // The master may still finish its voted transactions (5.11).
+                if let Err(fail) = self.abort_for(nid, false, out) {
+                    if let Fail::Backend(e) = fail {
+                        self.fatal(out, e);
+                    }
+                }
+            }
         }
     }
 
@@ -1166,6 +1225,9 @@ impl<B: Backend> Node for Storage<B> {
                     self.bootstrap(out);
                 }
                 self.replication_timer(out);
+                if let Err(Fail::Backend(e)) = self.transactions_timer() {
+                    self.fatal(out, e);
+                }
             }
             Input::Accepted { conn, peer } => {
                 self.links.insert(
@@ -1203,7 +1265,7 @@ impl<B: Backend> Node for Storage<B> {
                                 "connection {conn:x} with {:?} ({:?}) closed",
                                 link.nid, link.peer
                             );
-                            self.link_lost(conn, out);
+                            self.link_lost(conn, &link, out);
                         }
                     }
                 }
@@ -1239,9 +1301,9 @@ impl<B: Backend> Node for Storage<B> {
         } else {
             None
         };
-        match (master, self.replication.retry_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [master, self.replication.retry_at, self.tm.commit_at]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min)
     }
 }

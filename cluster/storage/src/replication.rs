@@ -17,9 +17,9 @@ use neo_node::{ConnId, Outbox, Time};
 use neo_protocol::{
     AddObject, AddTransaction, AnswerFetchObjects, AnswerFetchTransactions, AskFetchObjects,
     AskFetchTransactions, AskUnfinishedTransactions, Bytes, CellChange, CellState, Dict, ErrorCode,
-    Nid, NodeType, NotifyReplicationDone, Oid, Packet, Pong, RequestIdentification, Tid, ZERO_HASH,
+    Nid, NodeType, Oid, Packet, Pong, RequestIdentification, Tid, ZERO_HASH,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::backend::{Backend, StoredData, TransactionRecord};
 use crate::node::{Fail, Handled, Link, LinkKind, Phase, Storage, RECONNECT_DELAY};
@@ -119,6 +119,7 @@ impl<B: Backend> Storage<B> {
             }
         }
         if !outdated.is_empty() {
+            self.tm.replicating(&outdated);
             self.ask_unfinished(outdated, out);
         }
         Ok(())
@@ -193,20 +194,17 @@ impl<B: Backend> Storage<B> {
             }
         }
         for (partition, tid) in done {
-            self.replicated(partition, tid, out);
+            self.replicated(partition, tid, out)?;
         }
         self.next_partition(out);
         Ok(())
     }
 
-    /// The partition holds everything up to `tid` (6.2).
-    fn replicated(&mut self, partition: u32, tid: Tid, out: &mut Outbox) {
-        // TODO(#5): convert lockless writes of this partition into locks first, and
-        // postpone the notification while some oid is locked by two transactions.
-        if let Some(master) = self.master_conn() {
-            info!("partition {partition} replicated up to {tid}");
-            out.notify(master, NotifyReplicationDone { partition, tid });
-        }
+    /// The partition holds everything up to `tid` (6.2): the transaction manager turns
+    /// lockless writes into locks and tells the master.
+    fn replicated(&mut self, partition: u32, tid: Tid, out: &mut Outbox) -> Handled {
+        debug!("partition {partition} holds everything up to {tid}");
+        self.tm_replicated(partition, tid, out)
     }
 
     /// Own cells changed while operating (3.12).
@@ -217,12 +215,14 @@ impl<B: Backend> Storage<B> {
     ) -> Handled {
         let own = self.own();
         let mut added = Vec::new();
+        let mut discarded = Vec::new();
+        let mut readable = Vec::new();
         let mut abort = false;
         for change in changes.iter().filter(|c| c.nid == own) {
             let partition = change.partition;
             match change.state {
                 CellState::Discarded | CellState::Corrupted => {
-                    // TODO(#5): drop the partition's temporary data and release its locks.
+                    discarded.push(partition);
                     if self.replication.partitions.remove(&partition).is_some() {
                         self.replication.targets.remove(&partition);
                         abort |= self.replication.current_partition() == Some(partition);
@@ -249,12 +249,17 @@ impl<B: Backend> Storage<B> {
                     );
                     added.push(partition);
                 }
-                CellState::UpToDate | CellState::Feeding => {}
+                CellState::UpToDate | CellState::Feeding => readable.push(partition),
             }
         }
         if !added.is_empty() {
+            self.tm.replicating(&added);
             self.ask_unfinished(added, out);
         }
+        if !discarded.is_empty() {
+            self.tm_discarded(&discarded, out)?;
+        }
+        self.tm.readable(&readable);
         if abort {
             self.abort_replication(out, "partition discarded");
         }
@@ -550,7 +555,7 @@ impl<B: Backend> Storage<B> {
                 self.replication.ttids
             );
         } else {
-            self.replicated(partition, tid, out);
+            self.replicated(partition, tid, out)?;
         }
         self.next_partition(out);
         Ok(())
@@ -756,7 +761,12 @@ impl<B: Backend> Storage<B> {
             );
             return Ok(());
         }
-        // TODO(#5): delay while a locked transaction has TID <= max_tid (6.5).
+        // A transaction committed but not yet moved to the final tables (6.5).
+        if self.tm.is_locked_tid(ask.max_tid) {
+            self.tm
+                .delay_read(conn, msg_id, Packet::AskFetchTransactions(ask));
+            return Ok(());
+        }
         let completed_pack = if ask.ask_pack_info {
             self.backend
                 .pt_rows()?

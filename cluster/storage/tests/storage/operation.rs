@@ -359,7 +359,7 @@ fn unexpected_packets_close_only_their_connection() {
         },
     );
     refused(&outputs, 6, ErrorCode::ProtocolError);
-    // Stores are not implemented: refused, not faked.
+    // A store whose data does not match its checksum.
     identified_client(&mut h, 7);
     let outputs = h.packet(
         7,
@@ -369,12 +369,15 @@ fn unexpected_packets_close_only_their_connection() {
             serial: tid(2),
             compression: 0,
             checksum: ZERO_HASH,
-            data: Bytes::new(),
+            data: Bytes::from_static(b"not empty"),
             data_serial: None,
             ttid: tid(20),
         },
     );
-    refused(&outputs, 7, ErrorCode::NotReady);
+    assert_eq!(
+        refused(&outputs, 7, ErrorCode::ProtocolError),
+        "invalid checksum"
+    );
     // Nonsense offsets.
     identified_client(&mut h, 8);
     let outputs = h.packet(
