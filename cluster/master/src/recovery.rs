@@ -200,8 +200,11 @@ impl Master {
                 return;
             }
         } else if self.pt.ptid().is_none()
+            && self.recovery.target_ptid == 0
             && (self.startup_allowed || self.config.autostart.is_some())
         {
+            // A new cluster only if no storage reported a table: one whose holder is away
+            // must be waited for, never replaced by a fresh one.
             let storages = self.identified_storages();
             if !self.startup_allowed
                 && (storages.len() as u32) < self.config.autostart.unwrap_or(u32::MAX)

@@ -369,7 +369,8 @@ impl Master {
                 );
             }
         }
-        if self.first_tid == Tid::ZERO {
+        // Empty storages report MAX_TID as their first TID.
+        if self.first_tid == Tid::ZERO || self.first_tid > tid {
             self.first_tid = tid;
         }
         self.last_tid = tid;
