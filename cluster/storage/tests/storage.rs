@@ -13,3 +13,5 @@ mod initialisation;
 mod operation;
 #[path = "storage/replication.rs"]
 mod replication;
+#[path = "storage/transactions.rs"]
+mod transactions;
