@@ -96,9 +96,6 @@ fn killed_primary_is_replaced_and_cluster_runs_again() {
 }
 
 #[test]
-#[ignore = "master bug: after a storage loss that changes no cell (service.rs storage_lost), and on a \
-            no-op tweak, the master sends NotifyPartitionChanges with no cells and the SAME ptid; \
-            NEO/py receivers assert ptid > theirs"]
 fn storage_killed_and_back_catches_up() {
     let mut c = cluster(3, Spec::default());
     expect(&mut c, "settled", Cluster::is_settled);
@@ -130,9 +127,6 @@ fn storage_killed_and_back_catches_up() {
 }
 
 #[test]
-#[ignore = "master bug: after a storage loss that changes no cell (service.rs storage_lost), and on a \
-            no-op tweak, the master sends NotifyPartitionChanges with no cells and the SAME ptid; \
-            NEO/py receivers assert ptid > theirs"]
 fn added_storage_is_fed_then_dropped_cells_leave() {
     let mut c = cluster(4, Spec::default());
     expect(&mut c, "settled", Cluster::is_settled);
@@ -182,9 +176,6 @@ fn added_storage_is_fed_then_dropped_cells_leave() {
 }
 
 #[test]
-#[ignore = "master bug: after a storage loss that changes no cell (service.rs storage_lost), and on a \
-            no-op tweak, the master sends NotifyPartitionChanges with no cells and the SAME ptid; \
-            NEO/py receivers assert ptid > theirs"]
 fn partitioned_storage_is_outdated_then_catches_up() {
     let mut c = cluster(5, Spec::default());
     expect(&mut c, "settled", Cluster::is_settled);
@@ -231,8 +222,6 @@ fn whole_cluster_restarts_from_disk_with_same_table() {
 }
 
 #[test]
-#[ignore = "master bug: a storage coming back with the NID the restarted master only knows \
-            from the partition table gets a new NID, so recovery waits forever for the old one"]
 fn storage_back_after_master_restart_keeps_its_nid() {
     let mut c = cluster(
         7,

@@ -160,8 +160,6 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 #[test]
-#[ignore = "master bugs: same-ptid empty NotifyPartitionChanges; a returning storage gets a new NID \
-            (recovery stuck); see storage_back_after_master_restart_keeps_its_nid"]
 fn random_faults_keep_invariants() {
     let seeds = env_u64("NEO_SIM_SEEDS").unwrap_or(1000);
     let mut failures = Vec::new();
@@ -185,8 +183,6 @@ fn random_faults_keep_invariants() {
 }
 
 #[test]
-#[ignore = "master bugs: same-ptid empty NotifyPartitionChanges; a returning storage gets a new NID \
-            (recovery stuck); see storage_back_after_master_restart_keeps_its_nid"]
 fn replay_pinned_seed() {
     let seed = env_u64("NEO_SIM_SEED").unwrap_or(0);
     if let Err(report) = run_seed(seed, 400) {
