@@ -327,3 +327,98 @@ fn an_interrupted_replication_resumes_from_the_committed_progress() {
     let requester = router.nodes[1].as_ref().unwrap().storage.backend();
     assert_same_data(source, requester);
 }
+
+#[test]
+fn lockless_stores_while_replicating_become_locks_when_replication_ends() {
+    use crate::transactions::{client, connect_client, store_request};
+    use neo_protocol::{AbortTransaction, AnswerStoreObject, AskVoteTransaction};
+    let mut all = nodes();
+    all.push(client(1, NodeState::Running));
+    let mut source = Harness::new(2001, source_disk(20));
+    source.boot(storage_nid(1), &all, 1.0, &rows(), 2);
+    let mut requester = Harness::new(2002, MemoryDisk::new());
+    let started = requester.boot(storage_nid(2), &all, 1.0, &rows(), 2);
+    let ask = match sent_on(&started, requester.master.unwrap()).as_slice() {
+        [_, (msg_id, Packet::AskUnfinishedTransactions(_))] => *msg_id,
+        other => panic!("{other:?}"),
+    };
+    let client_conn = 900;
+    connect_client(&mut requester, client_conn, 1);
+    // The cell is OUT_OF_DATE: everything is accepted without lock, even a stale serial.
+    let stores = [
+        (5, tid(5), tid(100)),
+        (7, tid(1), tid(110)),
+        (9, tid(9), tid(120)),
+        (9, tid(9), tid(130)),
+    ];
+    for (i, (oid, serial, ttid)) in stores.into_iter().enumerate() {
+        let outputs = requester.packet(
+            client_conn,
+            i as u32 + 1,
+            store_request(oid, serial, "lockless", ttid),
+        );
+        assert_eq!(
+            sent_on(&outputs, client_conn),
+            vec![(
+                i as u32 + 1,
+                AnswerStoreObject {
+                    conflict: Some(Tid(0))
+                }
+                .into()
+            )]
+        );
+    }
+    assert!(requester.storage.write_locks().is_empty());
+    let mut router = Router::new(vec![source, requester]);
+    answer_unfinished(&mut router, ask, tid(20), vec![]);
+    router.run(10_000);
+    // Replicated up to tid(20), but oid 9 is stored by two transactions: the master is not
+    // told yet; the lockless stores hold locks now, the youngest on oid 9.
+    assert!(replication_done(&mut router).is_empty());
+    assert_eq!(
+        router.node(1).storage.write_locks(),
+        vec![(Oid(5), tid(100)), (Oid(7), tid(110)), (Oid(9), tid(130))]
+    );
+    // One of them ends: the partition is done, and the locks are checked against the
+    // complete data; the stale store of oid 7 is dropped here.
+    let outputs = router.node(1).packet(
+        client_conn,
+        10,
+        AbortTransaction {
+            ttid: tid(120),
+            nid_list: vec![],
+        },
+    );
+    router.route(1, outputs);
+    assert_eq!(
+        replication_done(&mut router),
+        vec![NotifyReplicationDone {
+            partition: 0,
+            tid: tid(20)
+        }]
+    );
+    let requester = router.node(1);
+    assert_eq!(
+        requester.storage.write_locks(),
+        vec![(Oid(5), tid(100)), (Oid(9), tid(130))]
+    );
+    requester.packet(client_conn, 11, AskVoteTransaction { ttid: tid(110) });
+    assert!(requester
+        .storage
+        .backend()
+        .locked_transactions()
+        .unwrap()
+        .is_empty());
+    // New stores are checked normally now (the cell is not readable yet, but replicated).
+    let outputs = requester.packet(client_conn, 12, store_request(11, tid(3), "late", tid(140)));
+    assert_eq!(
+        sent_on(&outputs, client_conn),
+        vec![(
+            12,
+            AnswerStoreObject {
+                conflict: Some(tid(11))
+            }
+            .into()
+        )]
+    );
+}
