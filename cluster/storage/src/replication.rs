@@ -15,14 +15,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use neo_node::{ConnId, Outbox, Time};
 use neo_protocol::{
-    AddObject, AddTransaction, AnswerFetchObjects, AnswerFetchTransactions, AskFetchObjects,
-    AskFetchTransactions, AskUnfinishedTransactions, Bytes, CellChange, CellState, Dict, ErrorCode,
-    Nid, NodeType, Oid, Packet, Pong, RequestIdentification, Tid, ZERO_HASH,
+    AddObject, AddTransaction, AnswerCheckSerialRange, AnswerCheckTIDRange, AnswerFetchObjects,
+    AnswerFetchTransactions, AskCheckSerialRange, AskCheckTIDRange, AskFetchObjects,
+    AskFetchTransactions, AskUnfinishedTransactions, Bytes, CellChange, CellState, Checksum, Dict,
+    ErrorCode, Nid, NodeType, Oid, Packet, Pong, RequestIdentification, Tid, ZERO_HASH,
 };
 use tracing::{debug, warn};
 
 use crate::backend::{Backend, StoredData, TransactionRecord};
 use crate::node::{Fail, Handled, Link, LinkKind, Phase, Storage, RECONNECT_DELAY};
+use crate::transactions::sha1;
 
 /// Items per replication chunk (`FETCH_COUNT`).
 pub const FETCH_COUNT: u32 = 1000;
@@ -84,6 +86,17 @@ impl Replication {
 
 fn next_tid(tid: Tid) -> Tid {
     Tid(tid.0.saturating_add(1))
+}
+
+/// The check digest (8 item 13): SHA-1 of the decimal values joined by commas, or
+/// ZERO_HASH for none.
+fn digest(values: impl Iterator<Item = u64>) -> Checksum {
+    let joined: Vec<String> = values.map(|v| v.to_string()).collect();
+    if joined.is_empty() {
+        ZERO_HASH
+    } else {
+        sha1(joined.join(",").as_bytes())
+    }
 }
 
 /// Replication resumes at `pt.tid + 1`, or at 0 for a cell with no progress.
@@ -646,15 +659,8 @@ impl<B: Backend> Storage<B> {
             }
             Packet::AskFetchTransactions(ask) => self.serve_transactions(conn, msg_id, ask, out),
             Packet::AskFetchObjects(ask) => self.serve_objects(conn, msg_id, ask, out),
-            Packet::AskCheckTIDRange(_) | Packet::AskCheckSerialRange(_) => {
-                out.error(
-                    conn,
-                    msg_id,
-                    ErrorCode::CheckingError,
-                    "replica checking is not implemented",
-                );
-                Ok(())
-            }
+            Packet::AskCheckTIDRange(ask) => self.check_tid_range(conn, msg_id, ask, out),
+            Packet::AskCheckSerialRange(ask) => self.check_serial_range(conn, msg_id, ask, out),
             Packet::AddTransaction(add) => {
                 if self.replication.is_current(conn, msg_id) {
                     self.backend.store_transaction(
@@ -826,6 +832,91 @@ impl<B: Backend> Storage<B> {
                 next_tid: next,
                 tid_list,
                 completed_pack,
+            },
+        );
+        Ok(())
+    }
+
+    /// A peer checking replicas (6.6) needs our cell to be complete (CORRUPTED is
+    /// fine: that is what the check is for).
+    fn checkable(&self, partition: u32) -> bool {
+        !matches!(
+            self.table.cell(partition, self.own()),
+            None | Some(CellState::OutOfDate)
+        )
+    }
+
+    /// AskCheckTIDRange: digest of the committed TIDs of a range (6.6).
+    fn check_tid_range(
+        &mut self,
+        conn: ConnId,
+        msg_id: u32,
+        ask: AskCheckTIDRange,
+        out: &mut Outbox,
+    ) -> Handled {
+        if !self.checkable(ask.partition) {
+            let message = format!("partition {} not readable", ask.partition);
+            out.error(conn, msg_id, ErrorCode::CheckingError, message);
+            return Ok(());
+        }
+        if self.tm.is_locked_tid(ask.max_tid) {
+            self.tm
+                .delay_read(conn, msg_id, Packet::AskCheckTIDRange(ask));
+            return Ok(());
+        }
+        let tids = self.backend.tids_range(
+            ask.partition,
+            ask.min_tid,
+            ask.max_tid,
+            ask.length as usize,
+        )?;
+        out.answer(
+            conn,
+            msg_id,
+            AnswerCheckTIDRange {
+                count: tids.len() as u64,
+                checksum: digest(tids.iter().map(|t| t.0)),
+                max_tid: tids.last().copied().unwrap_or(Tid(0)),
+            },
+        );
+        Ok(())
+    }
+
+    /// AskCheckSerialRange: digests of the object records of a range (6.6).
+    fn check_serial_range(
+        &mut self,
+        conn: ConnId,
+        msg_id: u32,
+        ask: AskCheckSerialRange,
+        out: &mut Outbox,
+    ) -> Handled {
+        if !self.checkable(ask.partition) {
+            let message = format!("partition {} not readable", ask.partition);
+            out.error(conn, msg_id, ErrorCode::CheckingError, message);
+            return Ok(());
+        }
+        if self.tm.is_locked_tid(ask.max_tid) {
+            return Err(Fail::Protocol(
+                "transactions must be checked before objects".into(),
+            ));
+        }
+        let records = self.backend.objects_range(
+            ask.partition,
+            ask.min_tid,
+            ask.min_oid,
+            ask.max_tid,
+            ask.length as usize,
+        )?;
+        let (max_tid, max_oid) = records.last().copied().unwrap_or((Tid(0), Oid(0)));
+        out.answer(
+            conn,
+            msg_id,
+            AnswerCheckSerialRange {
+                count: records.len() as u64,
+                tid_checksum: digest(records.iter().map(|(t, _)| t.0)),
+                max_tid,
+                oid_checksum: digest(records.iter().map(|(_, o)| o.0)),
+                max_oid,
             },
         );
         Ok(())

@@ -422,3 +422,127 @@ fn lockless_stores_while_replicating_become_locks_when_replication_ends() {
         )]
     );
 }
+
+/// A storage peer connected anonymously on `conn` (as a checking node may be).
+fn connect_peer(h: &mut Harness, conn: u64) {
+    use neo_node::Input;
+    let peer = format!("127.0.0.1:{}", 51000 + conn).parse().unwrap();
+    assert!(h.feed(Input::Accepted { conn, peer }).is_empty());
+    let outputs = h.packet(
+        conn,
+        0,
+        neo_protocol::RequestIdentification {
+            node_type: neo_protocol::NodeType::Storage,
+            nid: None,
+            address: None,
+            cluster_name: neo_protocol::Bytes::from_static(CLUSTER.as_bytes()),
+            id_timestamp: None,
+            extra: neo_protocol::Dict::new(),
+        },
+    );
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+}
+
+#[test]
+fn check_digests_are_equal_on_storages_holding_the_same_data() {
+    use crate::transactions::checksum;
+    use neo_protocol::{
+        AnswerCheckSerialRange, AnswerCheckTIDRange, AskCheckSerialRange, AskCheckTIDRange,
+        ErrorCode, ZERO_HASH,
+    };
+    // Two copies of the same data, and a third missing the last transaction.
+    let rows = vec![row(&[
+        (storage_nid(1), CellState::UpToDate),
+        (storage_nid(2), CellState::UpToDate),
+    ])];
+    let mut storages: Vec<Harness> = [(2001, 1, 300), (2002, 2, 300), (2003, 2, 299)]
+        .into_iter()
+        .map(|(port, n, transactions)| {
+            let mut h = Harness::new(port, source_disk(transactions));
+            h.boot(storage_nid(n), &nodes(), 1.0, &rows, 2);
+            connect_peer(&mut h, 7);
+            h
+        })
+        .collect();
+    let ask_tids = |h: &mut Harness, min: Tid, length: u32| {
+        let outputs = h.packet(
+            7,
+            3,
+            AskCheckTIDRange {
+                partition: 0,
+                length,
+                min_tid: min,
+                max_tid: tid(300),
+            },
+        );
+        sent_on(&outputs, 7).remove(0).1
+    };
+    let ask_serials = |h: &mut Harness, min: Tid, min_oid: Oid| {
+        let outputs = h.packet(
+            7,
+            4,
+            AskCheckSerialRange {
+                partition: 0,
+                length: 100,
+                min_tid: min,
+                max_tid: tid(300),
+                min_oid,
+            },
+        );
+        sent_on(&outputs, 7).remove(0).1
+    };
+    let decimal = |ids: &[u64]| {
+        checksum(
+            ids.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+                .as_bytes(),
+        )
+    };
+    let first = ask_tids(&mut storages[0], Tid(0), 3);
+    assert_eq!(
+        first,
+        AnswerCheckTIDRange {
+            count: 3,
+            checksum: decimal(&[tid(1).0, tid(2).0, tid(3).0]),
+            max_tid: tid(3),
+        }
+        .into()
+    );
+    assert_eq!(ask_tids(&mut storages[1], Tid(0), 3), first);
+    let whole = ask_tids(&mut storages[0], tid(4), 1000);
+    assert_eq!(ask_tids(&mut storages[1], tid(4), 1000), whole);
+    assert_ne!(ask_tids(&mut storages[2], tid(4), 1000), whole);
+    let serials = ask_serials(&mut storages[0], tid(250), Oid(0));
+    match &serials {
+        Packet::AnswerCheckSerialRange(a) => {
+            assert_eq!((a.count, a.max_tid, a.max_oid), (51, tid(300), Oid(0)));
+            let tids: Vec<u64> = (250..=300).map(|i| tid(i).0).collect();
+            let oids: Vec<u64> = (250..=300).map(|i| i % 300).collect();
+            assert_eq!(a.tid_checksum, decimal(&tids));
+            assert_eq!(a.oid_checksum, decimal(&oids));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ask_serials(&mut storages[1], tid(250), Oid(0)), serials);
+    assert_ne!(ask_serials(&mut storages[2], tid(250), Oid(0)), serials);
+    // Nothing in the range.
+    assert_eq!(
+        ask_serials(&mut storages[0], tid(301), Oid(0)),
+        AnswerCheckSerialRange {
+            count: 0,
+            tid_checksum: ZERO_HASH,
+            max_tid: Tid(0),
+            oid_checksum: ZERO_HASH,
+            max_oid: Oid(0),
+        }
+        .into()
+    );
+    // A storage whose cell is OUT_OF_DATE refuses.
+    let (mut requester, _) = boot_requester(MemoryDisk::new());
+    connect_peer(&mut requester, 7);
+    assert!(
+        matches!(ask_tids(&mut requester, Tid(0), 3), Packet::Error(e) if e.code == ErrorCode::CheckingError)
+    );
+}
