@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod memory;
 mod node;
+mod pack;
 mod replication;
 mod table;
 mod transactions;

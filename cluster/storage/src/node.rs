@@ -24,6 +24,7 @@ use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
 use crate::backend::{format_hex_tid, Backend, BackendError};
+use crate::pack::PackState;
 use crate::replication::Replication;
 use crate::table::Table;
 use crate::transactions::TransactionManager;
@@ -92,6 +93,7 @@ pub struct Storage<B: Backend> {
     cluster_state: Option<ClusterState>,
     pub(crate) replication: Replication,
     pub(crate) tm: TransactionManager,
+    pub(crate) pack: PackState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +214,7 @@ impl<B: Backend> Storage<B> {
             cluster_state: None,
             replication: Replication::default(),
             tm: TransactionManager::default(),
+            pack: PackState::default(),
         })
     }
 
@@ -492,13 +495,7 @@ impl<B: Backend> Storage<B> {
             }
             Packet::AbortTransaction(abort) => self.transaction_ended(abort.ttid, None, out),
             Packet::NotifyPackSigned(signed) => {
-                // TODO(pack): sign the stored pack orders and start packing (6.9).
-                warn!(
-                    "pack orders signed ({} approved, {} rejected): packing is not implemented",
-                    signed.approved.len(),
-                    signed.rejected.len()
-                );
-                Ok(())
+                self.pack_signed(&signed.approved, &signed.rejected, out)
             }
             Packet::NotifyRepair(_) => {
                 warn!("repair requested: not implemented");
@@ -589,7 +586,9 @@ impl<B: Backend> Storage<B> {
                 );
                 Ok(())
             }
-            Packet::AnswerPackOrders(_) if operational => Ok(()),
+            Packet::AnswerPackOrders(answer) if operational => {
+                self.pack_orders_answered(answer.pack_list, out)
+            }
             other => Err(unexpected(
                 &other,
                 if operational {
@@ -1178,10 +1177,8 @@ impl<B: Backend> Storage<B> {
         if link.kind == LinkKind::Client && link.identified && self.phase == Phase::Operation {
             if let Some(nid) = link.nid {
                 // The master may still finish its voted transactions (5.11).
-                if let Err(fail) = self.abort_for(nid, false, out) {
-                    if let Fail::Backend(e) = fail {
-                        self.fatal(out, e);
-                    }
+                if let Err(Fail::Backend(e)) = self.abort_for(nid, false, out) {
+                    self.fatal(out, e);
                 }
             }
         }

@@ -273,6 +273,11 @@ impl<B: Backend> Storage<B> {
             self.tm_discarded(&discarded, out)?;
         }
         self.tm.readable(&readable);
+        if !readable.is_empty() || !discarded.is_empty() {
+            // The smallest pack progress over our cells may have changed.
+            self.notify_pack_completed(out)?;
+            self.maybe_pack(out)?;
+        }
         if abort {
             self.abort_replication(out, "partition discarded");
         }
@@ -707,7 +712,19 @@ impl<B: Backend> Storage<B> {
                 let partition = self.replication.current_partition().unwrap_or(0);
                 self.backend
                     .delete_transactions(partition, &answer.tid_list)?;
-                // TODO(pack): lower our pack progress to `completed_pack` if smaller.
+                // Packs the source has not done are redone here later (6.9).
+                if let Some(completed) = answer.completed_pack {
+                    let own = self.own();
+                    let ours = self
+                        .backend
+                        .pt_rows()?
+                        .into_iter()
+                        .find(|r| r.partition == partition && r.nid == own)
+                        .and_then(|r| r.pack);
+                    if ours.is_some_and(|p| completed < p) {
+                        self.backend.set_pack_progress(partition, own, completed)?;
+                    }
+                }
                 match answer.next_tid {
                     Some(next) => self.fetch_transactions(Some(next), out),
                     None => self.fetch_objects(None, out),

@@ -665,3 +665,81 @@ fn reads_and_range_queries_wait_for_the_unlock() {
     let outputs = h.master_sends(NotifyUnlockInformation { ttid: tid(30) });
     assert!(sent_on(&outputs, C2).is_empty());
 }
+
+#[test]
+fn an_approved_pack_order_deletes_old_revisions_of_up_to_date_cells() {
+    use neo_protocol::{
+        AnswerPackOrders, AskPackOrders, NotifyPackCompleted, NotifyPackSigned, PackOrder,
+    };
+    let mut h = booted();
+    // oid 2: tid(2), then tid(22) and tid(24) by 2PC; oid 4: tid(4), deleted at tid(24).
+    for (ttid, stores) in [(tid(22), vec![(2, tid(2))]), (tid(24), vec![(2, tid(22))])] {
+        for (oid, serial) in &stores {
+            store(&mut h, C1, 1, *oid, *serial, ttid);
+        }
+        if ttid == tid(24) {
+            let deletion = AskStoreObject {
+                oid: Oid(4),
+                serial: tid(4),
+                compression: 0,
+                checksum: [0; 20],
+                data: Bytes::new(),
+                data_serial: None,
+                ttid,
+            };
+            assert_eq!(on(&h.packet(C1, 2, deletion), C1), vec![stored(None)]);
+        }
+        vote_metadata(&mut h, C1, ttid, &[2]);
+        lock(&mut h, ttid, ttid);
+        h.master_sends(NotifyUnlockInformation { ttid });
+    }
+    let master = h.master.unwrap();
+    let outputs = h.master_sends(NotifyPackSigned {
+        approved: vec![tid(30)],
+        rejected: vec![],
+    });
+    assert_eq!(
+        on(&outputs, master),
+        vec![AskPackOrders { pack_id: Tid(1) }.into()]
+    );
+    let outputs = h.master_sends(AnswerPackOrders {
+        pack_list: vec![PackOrder {
+            pack_id: tid(30),
+            approved: Some(true),
+            partial: false,
+            oids: None,
+            pack_tid: tid(24),
+        }],
+    });
+    assert_eq!(
+        on(&outputs, master),
+        vec![NotifyPackCompleted { pack_id: tid(30) }.into()]
+    );
+    let backend = h.storage.backend();
+    let history = |oid: u64| {
+        backend
+            .object_history(Oid(oid), 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(history(2), vec![tid(24)]);
+    assert_eq!(
+        history(4),
+        vec![],
+        "a deletion at the pack TID goes with its past"
+    );
+    assert_eq!(history(6), vec![tid(6)]);
+    assert!(backend
+        .pt_rows()
+        .unwrap()
+        .iter()
+        .all(|r| r.pack == Some(tid(30))));
+    // Nothing newer approved: no new request.
+    let outputs = h.master_sends(NotifyPackSigned {
+        approved: vec![tid(30)],
+        rejected: vec![],
+    });
+    assert!(outputs.is_empty(), "{outputs:?}");
+}
