@@ -1089,8 +1089,8 @@ impl Backend for SqliteBackend {
             "UPDATE ttrans SET tid=? WHERE ttid=?",
             params![to_i64(tid.0)?, ttid],
         )?;
-        // A pack order carried by this transaction is approved by its commit.
-        self.exec("UPDATE pack SET approved=1 WHERE tid=?", [ttid])?;
+        // A pack order carried by this transaction is approved only when the master says
+        // so (AskLockInformation.pack): the storage logic signs it with sign_pack_orders.
         self.commit()
     }
 
@@ -1194,6 +1194,36 @@ impl Backend for SqliteBackend {
         }
         self.set_config("truncate_tid", None)?;
         self.commit()
+    }
+
+    /// `pack.approved` set in place; pending orders are still keyed by their TTID, which
+    /// is what the storage passes at lock time.
+    fn sign_pack_orders(&mut self, approved: &[Tid], rejected: &[Tid]) -> Result<Vec<Tid>> {
+        let mut found = Vec::new();
+        let signed = approved
+            .iter()
+            .map(|id| (*id, true))
+            .chain(rejected.iter().map(|id| (*id, false)));
+        for (id, verdict) in signed {
+            self.begin()?;
+            let changed = self.exec(
+                "UPDATE pack SET approved=? WHERE tid=?",
+                params![verdict, to_i64(id.0)?],
+            )?;
+            if changed != 0 {
+                found.push(id);
+            }
+        }
+        Ok(found)
+    }
+
+    fn set_pack_progress(&mut self, partition: u32, own: Nid, pack_id: Tid) -> Result<()> {
+        self.begin()?;
+        self.exec(
+            "UPDATE pt SET pack=? WHERE partition=? AND nid=?",
+            params![to_i64(pack_id.0)?, partition, own.0],
+        )?;
+        Ok(())
     }
 
     /// From the `pack` table, as NEO/py does: pending orders (keyed by the TTID of a

@@ -1034,6 +1034,7 @@ mod transactions {
         assert_eq!(backend.transaction(Tid(ttid), false).unwrap(), None);
         assert_eq!(backend.object(Oid(1), None, None).unwrap(), None);
 
+        backend.sign_pack_orders(&[Tid(ttid)], &[]).unwrap();
         backend.lock_transaction(Tid(ttid), Tid(tid)).unwrap();
         assert_eq!(
             backend.locked_transactions().unwrap(),
@@ -1098,6 +1099,11 @@ mod transactions {
         let mut record = txn(0, 0x10, &[]);
         record.pack = Some(order(None, 1));
         backend.store_transaction(&record, true).unwrap();
+        // The master approved it (AskLockInformation.pack): signed under its TTID.
+        assert_eq!(
+            backend.sign_pack_orders(&[Tid(0x10)], &[]).unwrap(),
+            vec![Tid(0x10)]
+        );
         backend.lock_transaction(Tid(0x10), Tid(0x12)).unwrap();
         backend.unlock_transaction(Tid(0x10), Tid(0x12)).unwrap();
         let mut record = txn(0x13, 0x13, &[]);
@@ -1849,4 +1855,30 @@ unfinished {b'\\x00\\x00\\x00\\x00\\x00\\x00\\x000': None}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+mod pack_progress {
+    use super::*;
+
+    #[test]
+    fn pack_progress_is_recorded_in_pt_pack_of_own_cells() {
+        let (_dir, path) = new_db();
+        let mut backend = open(&path);
+        make_pt(&mut backend, 2, S1, None);
+        backend.set_pack_progress(1, S1, Tid(0x42)).unwrap();
+        backend.commit().unwrap();
+        drop(backend);
+        let backend = open(&path);
+        let rows = backend.pt_rows().unwrap();
+        let row = rows
+            .iter()
+            .find(|r| r.partition == 1 && r.nid == S1)
+            .unwrap();
+        assert_eq!(row.pack, Some(Tid(0x42)));
+        let other = rows
+            .iter()
+            .find(|r| r.partition == 0 && r.nid == S1)
+            .unwrap();
+        assert_ne!(other.pack, Some(Tid(0x42)));
+    }
 }
