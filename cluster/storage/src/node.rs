@@ -589,6 +589,13 @@ impl<B: Backend> Storage<B> {
             Packet::AnswerPackOrders(answer) if operational => {
                 self.pack_orders_answered(answer.pack_list, out)
             }
+            // Answers to what we asked during the operation we just left (StopOperation
+            // crossed them): nothing waits for them any more.
+            Packet::AnswerUnfinishedTransactions(_) | Packet::AnswerPackOrders(_)
+                if !operational =>
+            {
+                Ok(())
+            }
             other => Err(unexpected(
                 &other,
                 if operational {
