@@ -27,6 +27,9 @@ pub use neo_client_core::{
 };
 use neo_protocol::{Address, Bytes, Oid, Tid, UndoSerial};
 
+/// Receives each invalidation, in order, on the client's thread.
+pub type InvalidationCallback = Arc<dyn Fn(&Invalidation) + Send + Sync>;
+
 /// How to reach the cluster and treat data (tools.md 7.1).
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -44,7 +47,7 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Called from the background thread, in order, for every invalidation (ZODB's
     /// `DB.invalidate`); invalidations are also queued for [`Client::poll_invalidations`].
-    pub on_invalidation: Option<Arc<dyn Fn(&Invalidation) + Send + Sync>>,
+    pub on_invalidation: Option<InvalidationCallback>,
 }
 
 impl ClientConfig {
