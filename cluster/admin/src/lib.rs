@@ -221,6 +221,7 @@ impl Node for Admin {
                 msg_id,
                 packet,
             } => self.answer(now, conn, msg_id, packet, out),
+            Input::Idle => {}
             Input::Timer => self.timer(now, out),
             Input::Shutdown => out.exit(0, "shutdown requested"),
         }

@@ -2197,6 +2197,7 @@ impl Node for Client {
                     self.connect_master(out);
                 }
             }
+            Input::Idle => {}
             Input::Accepted { conn, .. } => out.close(conn),
             Input::Connected { .. } => {}
             Input::ConnectFailed { conn } | Input::Closed { conn } => {

@@ -230,6 +230,28 @@ impl Loop<'_> {
                 }
                 None => POLL_INTERVAL,
             };
+            // Background work runs only when no event waits.
+            if node.wants_idle() {
+                match events.try_recv() {
+                    Ok(event) => {
+                        if let Some(input) = self.translate(event) {
+                            if let Some(code) = self.feed(node, input) {
+                                return code;
+                            }
+                        }
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        if let Some(code) = self.feed(node, Input::Idle) {
+                            return code;
+                        }
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        tracing::error!("the network layer stopped");
+                        return 1;
+                    }
+                }
+                continue;
+            }
             let event = match events.recv_timeout(wait) {
                 Ok(event) => event,
                 Err(RecvTimeoutError::Timeout) => continue,

@@ -465,6 +465,7 @@ impl Node for Master {
                     }
                 }
             }
+            Input::Idle => {}
             Input::Shutdown => self.exit(out, 0, "shutdown requested"),
         }
         if !self.exited {

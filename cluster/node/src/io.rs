@@ -45,6 +45,10 @@ pub enum Input {
     Closed { conn: ConnId },
     /// The deadline returned by [`Node::deadline`] has passed.
     Timer,
+    /// The driver has nothing else pending for the node, which said it has background
+    /// work ([`Node::wants_idle`]): do one step of it. This is how work such as serving
+    /// replication runs at a lower priority than requests.
+    Idle,
     /// The operator asked the process to stop (SIGINT/SIGTERM).
     Shutdown,
 }
@@ -74,6 +78,11 @@ pub trait Node {
 
     /// When the node wants an [`Input::Timer`] (absolute time), if ever.
     fn deadline(&self) -> Option<Time>;
+
+    /// Whether the node has background work for [`Input::Idle`].
+    fn wants_idle(&self) -> bool {
+        false
+    }
 }
 
 /// Collects outputs and owns the per-connection message-id counters (NEO/py numbers
@@ -101,14 +110,22 @@ impl Outbox {
     /// Sends a request; returns its msg_id, which its answer will carry.
     pub fn ask(&mut self, conn: ConnId, packet: impl Into<Packet>) -> u32 {
         let packet = packet.into();
-        debug_assert!(packet.kind().expects_answer(), "{} is not a request", packet.name());
+        debug_assert!(
+            packet.kind().expects_answer(),
+            "{} is not a request",
+            packet.name()
+        );
         self.send_new(conn, packet)
     }
 
     /// Sends a notification with a fresh msg_id (returned).
     pub fn notify(&mut self, conn: ConnId, packet: impl Into<Packet>) -> u32 {
         let packet = packet.into();
-        debug_assert!(packet.kind() != PacketKind::Answer, "{} is an answer", packet.name());
+        debug_assert!(
+            packet.kind() != PacketKind::Answer,
+            "{} is an answer",
+            packet.name()
+        );
         self.send_new(conn, packet)
     }
 
@@ -125,7 +142,11 @@ impl Outbox {
     /// Answers the request that came with `msg_id`.
     pub fn answer(&mut self, conn: ConnId, msg_id: u32, packet: impl Into<Packet>) {
         let packet = packet.into();
-        debug_assert!(packet.kind() == PacketKind::Answer, "{} is not an answer", packet.name());
+        debug_assert!(
+            packet.kind() == PacketKind::Answer,
+            "{} is not an answer",
+            packet.name()
+        );
         self.outputs.push(Output::Send {
             conn,
             msg_id,

@@ -72,7 +72,9 @@ impl NodeTable {
     }
 
     pub fn of_type(&self, node_type: NodeType) -> impl Iterator<Item = &NodeEntry> {
-        self.entries.iter().filter(move |e| e.node_type == node_type)
+        self.entries
+            .iter()
+            .filter(move |e| e.node_type == node_type)
     }
 
     pub fn get(&self, nid: Nid) -> Option<&NodeEntry> {
@@ -135,8 +137,9 @@ impl NodeTable {
     pub fn apply_notification(&mut self, list: &[NodeInfo], full: bool) -> Vec<NodeEntry> {
         let mut touched = Vec::new();
         if full {
-            let (keep, gone): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.entries).into_iter().partition(|e| {
+            let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.entries)
+                .into_iter()
+                .partition(|e| {
                     list.iter().any(|info| {
                         (info.nid.is_some() && info.nid == e.nid)
                             || (info.nid.is_none()
@@ -205,7 +208,10 @@ mod tests {
     #[test]
     fn notifications_add_update_and_remove() {
         let mut table = NodeTable::new();
-        table.apply_notification(&[info(1, NodeState::Running), info(2, NodeState::Pending)], true);
+        table.apply_notification(
+            &[info(1, NodeState::Running), info(2, NodeState::Pending)],
+            true,
+        );
         assert_eq!(table.iter().count(), 2);
         let touched = table.apply_notification(&[info(2, NodeState::Running)], false);
         assert_eq!(touched.len(), 1);
@@ -213,7 +219,11 @@ mod tests {
         table.apply_notification(&[info(1, NodeState::Unknown)], false);
         assert_eq!(table.state(Nid(1)), NodeState::Unknown);
         let touched = table.apply_notification(&[info(3, NodeState::Down)], true);
-        assert_eq!(touched.len(), 1, "node 2 absent from a full list is dropped");
+        assert_eq!(
+            touched.len(),
+            1,
+            "node 2 absent from a full list is dropped"
+        );
         assert_eq!(table.iter().count(), 1);
     }
 }

@@ -52,8 +52,7 @@ pub fn add_tid(tid: Tid, n: i64) -> Tid {
 }
 
 fn encode_minutes(year: i64, month: u32, day: u32, hour: i64, minute: i64) -> u64 {
-    let minutes = ((((year - 1900) * 12 + (month as i64 - 1)) * 31 + (day as i64 - 1)) * 24
-        + hour)
+    let minutes = ((((year - 1900) * 12 + (month as i64 - 1)) * 31 + (day as i64 - 1)) * 24 + hour)
         * 60
         + minute;
     minutes.clamp(0, u32::MAX as i64) as u64
@@ -116,7 +115,10 @@ mod tests {
         assert_eq!(add_tid(next, -1), tid);
         // Month with 30 days: 2026-04-30 23:59 + 1 minute is 2026-05-01, not "April 31".
         let tid = Tid(encode_minutes(2026, 4, 30, 23, 59) << 32);
-        assert_eq!(add_tid(tid, 1 << 32).0 >> 32, encode_minutes(2026, 5, 1, 0, 0));
+        assert_eq!(
+            add_tid(tid, 1 << 32).0 >> 32,
+            encode_minutes(2026, 5, 1, 0, 0)
+        );
         assert!(add_tid(tid, 5) > tid);
     }
 }

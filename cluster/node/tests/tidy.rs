@@ -18,7 +18,10 @@ const FORBIDDEN_IN_SOURCE: &[&str] = &[
 ];
 
 fn cluster_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {

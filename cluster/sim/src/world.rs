@@ -27,6 +27,10 @@ const FIRST_PORT: u16 = 20_000;
 /// A node stuck at the same instant after this many timer calls is a livelock.
 const TIMER_LIVELOCK: u32 = 1_000;
 
+/// How long after its last input a node with background work gets `Input::Idle`: what
+/// is due at the same instant goes first, as a real driver serves pending events first.
+const IDLE_DELAY: Time = 1e-5;
+
 /// A node under simulation: any [`Node`] that can be looked at by type.
 pub trait SimNode: Node {
     fn as_any(&self) -> &dyn Any;
@@ -123,6 +127,8 @@ struct Slot {
     next_accept: u64,
     timer_at: Option<Time>,
     timer_calls_at_now: (Time, u32),
+    /// An Idle event is queued for this node.
+    idle_scheduled: bool,
     /// Added to every packet to or from this node (the "delay" fault).
     extra_delay: f64,
     starts: u32,
@@ -164,6 +170,11 @@ enum EventKind {
         incarnation: u32,
     },
     Timer {
+        node: NodeId,
+        incarnation: u32,
+    },
+    /// Background work of a node that wants it, a little after what is due now.
+    Idle {
         node: NodeId,
         incarnation: u32,
     },
@@ -261,6 +272,7 @@ impl World {
             next_accept: 1,
             timer_at: None,
             timer_calls_at_now: (0.0, 0),
+            idle_scheduled: false,
             extra_delay: 0.0,
             starts: 0,
         });
@@ -589,6 +601,15 @@ impl World {
                 }
             }
             EventKind::Timer { node, incarnation } => self.fire_timer(node, incarnation),
+            EventKind::Idle { node, incarnation } => {
+                let slot = &mut self.slots[node.0];
+                slot.idle_scheduled = false;
+                // A restarted node may have work too: the incarnation does not matter.
+                let _ = incarnation;
+                if slot.node.as_ref().is_some_and(|n| n.wants_idle()) {
+                    self.input(node, Input::Idle);
+                }
+            }
             EventKind::Establish { link } => self.establish(link),
             EventKind::ConnectFailed { link } => {
                 let Some(l) = self.links.remove(&link) else {
@@ -704,6 +725,19 @@ impl World {
             }
         }
         self.reschedule_timer(id);
+        let slot = &mut self.slots[id.0];
+        if !slot.idle_scheduled && slot.node.as_ref().is_some_and(|n| n.wants_idle()) {
+            slot.idle_scheduled = true;
+            let incarnation = slot.incarnation;
+            let at = self.now + IDLE_DELAY;
+            self.schedule(
+                at,
+                EventKind::Idle {
+                    node: id,
+                    incarnation,
+                },
+            );
+        }
     }
 
     fn connect(&mut self, id: NodeId, conn: ConnId, addr: Address) {

@@ -83,6 +83,9 @@ pub struct Storage<B: Backend> {
     pub(crate) last_connect: HashMap<Address, Time>,
     /// Connections with other nodes (clients and storages, both directions).
     pub(crate) links: BTreeMap<ConnId, Link>,
+    /// Replication and check requests from other storages, served one per
+    /// `Input::Idle`, i.e. only when no client request waits (6.4).
+    pub(crate) background: std::collections::VecDeque<(ConnId, u32, Packet)>,
     /// Timestamp of the last NotifyNodeInformation (1.4: identifications newer than this
     /// are delayed).
     last_node_timestamp: f64,
@@ -208,6 +211,7 @@ impl<B: Backend> Storage<B> {
             master_retry_at: None,
             last_connect: HashMap::new(),
             links: BTreeMap::new(),
+            background: std::collections::VecDeque::new(),
             last_node_timestamp: 0.0,
             id_timestamp: None,
             full_node_list_next: true,
@@ -1223,6 +1227,11 @@ impl<B: Backend> Node for Storage<B> {
         let master_conn = self.master.as_ref().map(|m| (m.conn, m.identified));
         match input {
             Input::Start => self.bootstrap(out),
+            Input::Idle => {
+                if let Some((conn, msg_id, result)) = self.background_step(out) {
+                    self.finish(conn, msg_id, result, out);
+                }
+            }
             Input::Shutdown => self.shutdown(out, false, "shutdown requested"),
             Input::Timer => {
                 if self.master.is_none() && self.master_retry_at.is_some_and(|t| t <= now) {
@@ -1294,6 +1303,10 @@ impl<B: Backend> Node for Storage<B> {
                 self.finish(conn, msg_id, result, out);
             }
         }
+    }
+
+    fn wants_idle(&self) -> bool {
+        self.phase != Phase::Exited && !self.background.is_empty()
     }
 
     fn deadline(&self) -> Option<Time> {

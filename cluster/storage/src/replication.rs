@@ -662,10 +662,14 @@ impl<B: Backend> Storage<B> {
                 }
                 Ok(())
             }
-            Packet::AskFetchTransactions(ask) => self.serve_transactions(conn, msg_id, ask, out),
-            Packet::AskFetchObjects(ask) => self.serve_objects(conn, msg_id, ask, out),
-            Packet::AskCheckTIDRange(ask) => self.check_tid_range(conn, msg_id, ask, out),
-            Packet::AskCheckSerialRange(ask) => self.check_serial_range(conn, msg_id, ask, out),
+            // Served in the background, after client requests (6.4).
+            packet @ (Packet::AskFetchTransactions(_)
+            | Packet::AskFetchObjects(_)
+            | Packet::AskCheckTIDRange(_)
+            | Packet::AskCheckSerialRange(_)) => {
+                self.background.push_back((conn, msg_id, packet));
+                Ok(())
+            }
             Packet::AddTransaction(add) => {
                 if self.replication.is_current(conn, msg_id) {
                     self.backend.store_transaction(
@@ -763,6 +767,27 @@ impl<B: Backend> Storage<B> {
                 other.name()
             ))),
         }
+    }
+
+    /// One step of background work: the oldest replication or check request still wanted
+    /// (its connection may have gone meanwhile).
+    pub(crate) fn background_step(&mut self, out: &mut Outbox) -> Option<(ConnId, u32, Handled)> {
+        while let Some((conn, msg_id, packet)) = self.background.pop_front() {
+            if !self.links.contains_key(&conn) {
+                continue;
+            }
+            let result = match packet {
+                Packet::AskFetchTransactions(ask) => {
+                    self.serve_transactions(conn, msg_id, ask, out)
+                }
+                Packet::AskFetchObjects(ask) => self.serve_objects(conn, msg_id, ask, out),
+                Packet::AskCheckTIDRange(ask) => self.check_tid_range(conn, msg_id, ask, out),
+                Packet::AskCheckSerialRange(ask) => self.check_serial_range(conn, msg_id, ask, out),
+                _ => Ok(()),
+            };
+            return Some((conn, msg_id, result));
+        }
+        None
     }
 
     /// Source side of AskFetchTransactions.

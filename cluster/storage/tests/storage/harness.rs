@@ -82,7 +82,12 @@ impl Harness {
                 packet,
             }
         };
-        self.feed(input)
+        let mut outputs = self.feed(input);
+        // Nothing else is pending in a hand-driven test: background work runs now.
+        while self.storage.wants_idle() {
+            outputs.extend(self.feed(Input::Idle));
+        }
+        outputs
     }
 
     /// A packet from the master (the test numbers its own messages from 100).
@@ -286,7 +291,14 @@ impl Router {
     pub fn run(&mut self, budget: usize) -> usize {
         let mut delivered = 0;
         while delivered < budget {
-            let Some((to, input)) = self.queue.pop_front() else {
+            // As a driver does: background work (Input::Idle) only when nothing is queued.
+            let next = self.queue.pop_front().or_else(|| {
+                self.nodes
+                    .iter()
+                    .position(|n| n.as_ref().is_some_and(|h| h.storage.wants_idle()))
+                    .map(|i| (i, Input::Idle))
+            });
+            let Some((to, input)) = next else {
                 break;
             };
             delivered += 1;

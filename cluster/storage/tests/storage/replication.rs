@@ -546,3 +546,49 @@ fn check_digests_are_equal_on_storages_holding_the_same_data() {
         matches!(ask_tids(&mut requester, Tid(0), 3), Packet::Error(e) if e.code == ErrorCode::CheckingError)
     );
 }
+
+#[test]
+fn replication_requests_wait_for_an_idle_moment() {
+    use neo_node::{Input, Node};
+    use neo_protocol::{AskCheckTIDRange, Ping};
+    let rows = vec![row(&[
+        (storage_nid(1), CellState::UpToDate),
+        (storage_nid(2), CellState::UpToDate),
+    ])];
+    let mut h = Harness::new(2001, source_disk(10));
+    h.boot(storage_nid(1), &nodes(), 1.0, &rows, 2);
+    connect_peer(&mut h, 7);
+    // A check request, then a ping, arrive before the node is idle.
+    let check = AskCheckTIDRange {
+        partition: 0,
+        length: 5,
+        min_tid: Tid(0),
+        max_tid: tid(10),
+    };
+    let outputs = h.feed(Input::Packet {
+        conn: 7,
+        msg_id: 3,
+        packet: check.into(),
+    });
+    assert!(sent_on(&outputs, 7).is_empty(), "served in the background");
+    assert!(h.storage.wants_idle());
+    let outputs = h.feed(Input::Packet {
+        conn: 7,
+        msg_id: 4,
+        packet: Ping {}.into(),
+    });
+    let names: Vec<_> = sent_on(&outputs, 7).iter().map(|(_, p)| p.name()).collect();
+    assert_eq!(
+        names,
+        ["Pong"],
+        "the request that came later is answered first"
+    );
+    let outputs = h.feed(Input::Idle);
+    let answers = sent_on(&outputs, 7);
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        (answers[0].0, answers[0].1.name()),
+        (3, "AnswerCheckTIDRange")
+    );
+    assert!(!h.storage.wants_idle());
+}
