@@ -83,8 +83,8 @@ impl Master {
                 );
                 return;
             }
-            Packet::CheckReplicas(_) => {
-                Err("replica checking is not implemented by this master yet".to_string())
+            Packet::CheckReplicas(p) => {
+                self.check_replicas(out, p.partition_dict.0, p.min_tid, p.max_tid)
             }
             other => {
                 if other.kind().expects_answer() {

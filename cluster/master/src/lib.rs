@@ -13,6 +13,7 @@
 mod admin;
 mod election;
 mod identification;
+mod pack;
 mod recovery;
 mod service;
 mod transactions;
@@ -131,6 +132,7 @@ pub struct Master {
     stopping: bool,
     exited: bool,
     tm: transactions::TransactionManager,
+    pm: pack::PackManager,
     /// When each election connection attempt last ended (failed, refused, redirected).
     election_concluded: BTreeMap<Address, Time>,
     /// When recovery's exit condition first held in this recovery.
@@ -179,6 +181,7 @@ impl Master {
             stopping: false,
             exited: false,
             tm: transactions::TransactionManager::default(),
+            pm: pack::PackManager::default(),
             election_concluded: BTreeMap::new(),
             recovery_ready_since: None,
             config,

@@ -30,6 +30,7 @@ impl Master {
         self.verification = None;
         self.recovery_ready_since = None;
         self.tm = crate::transactions::TransactionManager::default();
+        self.pm = crate::pack::PackManager::default();
         self.starting.clear();
         self.ready.clear();
         self.updatable.clear();

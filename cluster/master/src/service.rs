@@ -45,6 +45,7 @@ impl Master {
                 if self.starting.remove(&nid) {
                     self.readiness += 1;
                     self.ready.insert(nid, self.readiness);
+                    self.send_pack_signatures(out, conn);
                 }
                 self.retry_delayed_begins(now, out);
             }
@@ -99,7 +100,17 @@ impl Master {
                 msg_id,
                 neo_protocol::AnswerLastTransaction { tid: self.last_tid },
             ),
-            Packet::NotifyPackCompleted(_) | Packet::NotifyPartitionCorrupted(_) => {}
+            Packet::NotifyPackCompleted(n) => self.pack_completed(out, nid, n.pack_id),
+            Packet::AskPackOrders(p) => self.answer_pack_orders(out, conn, msg_id, p.pack_id, true),
+            Packet::NotifyPartitionCorrupted(n) => {
+                // NEO/py's master only logs it (cells are not marked CORRUPTED).
+                let nids: Vec<String> = n.nid_list.iter().map(|n| n.to_string()).collect();
+                tracing::error!(
+                    "partition {} is corrupted on {} (reported by {nid})",
+                    n.partition,
+                    nids.join(", ")
+                );
+            }
             other => {
                 if other.kind().expects_answer() {
                     out.error(

@@ -33,6 +33,8 @@ pub(crate) struct Transaction {
     waiting: BTreeSet<Nid>,
     /// Clients waiting on AskFinalTID: (conn, msg_id).
     final_tid_waiters: Vec<(ConnId, u32)>,
+    /// The pack order it carries, and whether it was approved at finish.
+    pack: Option<(neo_protocol::PackRequest, bool)>,
 }
 
 impl Transaction {
@@ -157,6 +159,7 @@ impl Master {
                 failed: BTreeSet::new(),
                 waiting: BTreeSet::new(),
                 final_tid_waiters: Vec::new(),
+                pack: None,
             },
         );
         out.answer(conn, msg_id, neo_protocol::AnswerBeginTransaction { ttid });
@@ -266,12 +269,14 @@ impl Master {
                 self.last_oid = *max;
             }
         }
+        let pack = request.pack.clone().map(|p| (p, self.pm.auto_approve()));
+        let pack_approved = pack.as_ref().is_some_and(|(_, a)| *a);
         for nid in &involved {
             if let Some(c) = self.node_conn(*nid) {
                 let lock = neo_protocol::AskLockInformation {
                     ttid,
                     tid,
-                    pack: false,
+                    pack: pack_approved,
                 };
                 self.ask(out, c, lock, crate::Asked::Lock(ttid));
             }
@@ -282,6 +287,7 @@ impl Master {
         txn.oids = request.oid_list;
         txn.locking = involved.clone();
         txn.involved = involved;
+        txn.pack = pack;
         self.commit_ready_transactions(now, out);
     }
 
@@ -348,6 +354,9 @@ impl Master {
             if let Some(c) = self.node_conn(*nid) {
                 out.notify(c, neo_protocol::NotifyUnlockInformation { ttid: txn.ttid });
             }
+        }
+        if let Some((pack, approved)) = &txn.pack {
+            self.pack_order_committed(out, tid, pack, *approved);
         }
         for nid in &txn.waiting {
             if let Some(c) = self.node_conn(*nid) {
@@ -567,6 +576,10 @@ impl Master {
             }
             Packet::FailedVote(p) => self.failed_vote(out, conn, msg_id, p.ttid, p.failed),
             Packet::AskFinalTID(p) => self.ask_final_tid(out, conn, msg_id, p.ttid),
+            Packet::WaitForPack(p) => self.wait_for_pack(out, conn, msg_id, p.tid),
+            Packet::AskPackOrders(p) => {
+                self.answer_pack_orders(out, conn, msg_id, p.pack_id, false)
+            }
             other => return Some(other),
         }
         None

@@ -86,7 +86,9 @@ impl Master {
             return;
         };
         if asked == Asked::PackOrders {
-            // Pack orders are registered by the pack manager (transactions issue).
+            if let Packet::AnswerPackOrders(answer) = packet {
+                self.pack_orders_recovered(answer.pack_list);
+            }
             return;
         }
         let Some(v) = self.verification.as_mut() else {

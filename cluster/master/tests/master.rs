@@ -552,3 +552,121 @@ fn a_storage_back_on_another_port_keeps_its_nid() {
         }
     }
 }
+
+#[test]
+fn a_pack_order_is_approved_signed_and_waited_for() {
+    let mut h = running_cluster();
+    client_joins(&mut h, 10);
+    let out = h.packet(10, 1, AskBeginTransaction { tid: None });
+    let Packet::AnswerBeginTransaction(begin) = &sent(&out, 10)[0].1 else {
+        panic!()
+    };
+    let ttid = begin.ttid;
+    let pack = PackRequest {
+        oids: None,
+        pack_tid: Tid(0x03ff_0000_0000_0000),
+    };
+    let out = h.packet(
+        10,
+        2,
+        AskFinishTransaction {
+            ttid,
+            oid_list: vec![],
+            deleted: vec![],
+            checked: vec![],
+            pack: Some(pack),
+        },
+    );
+    let mut tid = Tid::ZERO;
+    let mut last = Vec::new();
+    for conn in [1, 2] {
+        let s = sent(&out, conn);
+        let (id, lock) = find(&s, "AskLockInformation");
+        let Packet::AskLockInformation(lock) = lock else {
+            unreachable!()
+        };
+        assert!(lock.pack, "no other order pending: approved at once");
+        tid = lock.tid;
+        last = h.answer(conn, id, AnswerInformationLocked { ttid });
+    }
+    for conn in [1, 2] {
+        let s = sent(&last, conn);
+        let (_, signed) = find(&s, "NotifyPackSigned");
+        assert_eq!(
+            signed,
+            &Packet::NotifyPackSigned(NotifyPackSigned {
+                approved: vec![tid],
+                rejected: vec![]
+            })
+        );
+    }
+    // A storage asks for the order; a client waits for the pack.
+    let out = h.packet(1, 200, AskPackOrders { pack_id: Tid(1) });
+    let Packet::AnswerPackOrders(orders) = &sent(&out, 1)[0].1 else {
+        panic!()
+    };
+    assert_eq!(orders.pack_list.len(), 1);
+    assert_eq!(orders.pack_list[0].pack_id, tid);
+    let out = h.packet(10, 3, WaitForPack { tid });
+    assert!(sent(&out, 10).is_empty(), "not packed yet");
+    let out = h.packet(1, 201, NotifyPackCompleted { pack_id: tid });
+    assert!(
+        sent(&out, 10).is_empty(),
+        "one storage holding readable cells has not packed"
+    );
+    let out = h.packet(2, 202, NotifyPackCompleted { pack_id: tid });
+    assert_eq!(
+        sent(&out, 10),
+        vec![(3, Packet::WaitedForPack(WaitedForPack {}))]
+    );
+}
+
+#[test]
+fn check_replicas_hands_each_partition_to_one_storage() {
+    let mut h = running_cluster();
+    h.step(Input::Accepted {
+        conn: 30,
+        peer: "127.0.0.1:4".parse().unwrap(),
+    });
+    h.packet(
+        30,
+        0,
+        RequestIdentification {
+            node_type: NodeType::Admin,
+            nid: None,
+            address: Some(addr(9999)),
+            cluster_name: Bytes::from_static(b"test"),
+            id_timestamp: None,
+            extra: Dict::new(),
+        },
+    );
+    let out = h.packet(
+        30,
+        1,
+        CheckReplicas {
+            partition_dict: Dict((0..4).map(|p| (p, None)).collect()),
+            min_tid: Tid::ZERO,
+            max_tid: None,
+        },
+    );
+    let Packet::Error(ack) = &sent(&out, 30)[0].1 else {
+        panic!()
+    };
+    assert_eq!(ack.code, ErrorCode::Ack);
+    let mut checked = Vec::new();
+    for conn in [1, 2] {
+        for (_, p) in sent(&out, conn) {
+            if let Packet::CheckPartition(c) = p {
+                assert_eq!(
+                    c.max_tid,
+                    h.master.last_ids().0,
+                    "up to the last TID by default"
+                );
+                assert_eq!(c.source.address, None);
+                checked.push(c.partition);
+            }
+        }
+    }
+    checked.sort();
+    assert_eq!(checked, vec![0, 1, 2, 3], "every partition once");
+}
