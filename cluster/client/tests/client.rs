@@ -1,8 +1,6 @@
 //! End-to-end tests of the blocking client against real `neomaster` and `neostorage`
 //! processes (cluster/daemons), built first if `target/debug` lacks them.
 //!
-//! The pack test is ignored until the master answers WaitForPack: run it with
-//! `cargo test -p neo-client -- --ignored`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -326,7 +324,6 @@ mod commits {
     }
 
     #[test]
-    #[ignore = "needs WaitForPack in the master"]
     fn pack_removes_old_revisions() {
         let cluster = Cluster::start(1, 2);
         let client = cluster.client();
