@@ -1,6 +1,5 @@
 //! End-to-end tests of the blocking client against real `neomaster` and `neostorage`
 //! processes (cluster/daemons), built first if `target/debug` lacks them.
-//!
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
