@@ -4,6 +4,7 @@
 //! `neo-net`, or the master.
 
 pub mod backend;
+mod checker;
 pub mod memory;
 mod node;
 mod pack;
@@ -12,6 +13,7 @@ mod table;
 mod transactions;
 
 pub use backend::{Backend, BackendError, ObjectRecord, PtRow, StoredData, TransactionRecord};
+pub use checker::CHECK_COUNT;
 pub use memory::{MemoryBackend, MemoryDisk};
 pub use node::{Config, Phase, StartError, Storage};
 pub use replication::FETCH_COUNT;

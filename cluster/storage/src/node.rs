@@ -24,6 +24,7 @@ use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
 use crate::backend::{format_hex_tid, Backend, BackendError};
+use crate::checker::Checker;
 use crate::pack::PackState;
 use crate::replication::Replication;
 use crate::table::Table;
@@ -95,6 +96,8 @@ pub struct Storage<B: Backend> {
     full_node_list_next: bool,
     cluster_state: Option<ClusterState>,
     pub(crate) replication: Replication,
+    /// Replica checks asked by the master (6.6).
+    pub(crate) checker: Checker,
     pub(crate) tm: TransactionManager,
     pub(crate) pack: PackState,
 }
@@ -217,6 +220,7 @@ impl<B: Backend> Storage<B> {
             full_node_list_next: true,
             cluster_state: None,
             replication: Replication::default(),
+            checker: Checker::default(),
             tm: TransactionManager::default(),
             pack: PackState::default(),
         })
@@ -404,6 +408,7 @@ impl<B: Backend> Storage<B> {
         error!("primary master is down: {reason}");
         self.close_links(out);
         self.replication = Replication::default();
+        self.checker = Checker::default();
         self.forget_transactions();
         self.cluster_state = None;
         self.master = None;
@@ -583,10 +588,17 @@ impl<B: Backend> Storage<B> {
             Packet::NotifyUnlockInformation(unlock) if operational => {
                 self.unlock_information(unlock.ttid, out)
             }
-            Packet::Replicate(_) | Packet::CheckPartition(_) if operational => {
-                warn!(
-                    "{}: backup and replica checks are not implemented",
-                    packet.name()
+            Packet::Replicate(_) if operational => {
+                warn!("Replicate: backup is not implemented");
+                Ok(())
+            }
+            Packet::CheckPartition(check) if operational => {
+                self.check_partition(
+                    check.partition,
+                    check.source,
+                    check.min_tid,
+                    check.max_tid,
+                    out,
                 );
                 Ok(())
             }
@@ -840,6 +852,7 @@ impl<B: Backend> Storage<B> {
     fn stop_operation(&mut self, out: &mut Outbox) {
         self.close_links(out);
         self.replication = Replication::default();
+        self.checker = Checker::default();
         self.forget_transactions();
         self.cluster_state = None;
         if self.phase == Phase::Operation {
@@ -947,7 +960,7 @@ impl<B: Backend> Storage<B> {
             }
             Packet::FlushLog(_) => Ok(()),
             Packet::CloseClient(_) => {
-                if !self.replication.uses(conn) {
+                if !self.replication.uses(conn) && !self.checker.uses(conn) {
                     self.close_link(conn, out);
                 }
                 Ok(())
@@ -1185,6 +1198,7 @@ impl<B: Backend> Storage<B> {
         if self.replication.uses(conn) {
             self.abort_replication(out, "connection lost");
         }
+        self.checker_link_lost(conn, out);
         if link.kind == LinkKind::Client && link.identified && self.phase == Phase::Operation {
             if let Some(nid) = link.nid {
                 // The master may still finish its voted transactions (5.11).
@@ -1228,8 +1242,11 @@ impl<B: Backend> Node for Storage<B> {
         match input {
             Input::Start => self.bootstrap(out),
             Input::Idle => {
+                // Requests of other storages first, then our own check digests.
                 if let Some((conn, msg_id, result)) = self.background_step(out) {
                     self.finish(conn, msg_id, result, out);
+                } else if let Err(Fail::Backend(e)) = self.checker_idle(out) {
+                    self.fatal(out, e);
                 }
             }
             Input::Shutdown => self.shutdown(out, false, "shutdown requested"),
@@ -1306,7 +1323,7 @@ impl<B: Backend> Node for Storage<B> {
     }
 
     fn wants_idle(&self) -> bool {
-        self.phase != Phase::Exited && !self.background.is_empty()
+        self.phase != Phase::Exited && (!self.background.is_empty() || self.checker_wants_idle())
     }
 
     fn deadline(&self) -> Option<Time> {

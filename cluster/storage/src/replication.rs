@@ -23,6 +23,7 @@ use neo_protocol::{
 use tracing::{debug, warn};
 
 use crate::backend::{Backend, StoredData, TransactionRecord};
+use crate::checker::{serial_digests, tid_digests, Digests};
 use crate::node::{Fail, Handled, Link, LinkKind, Phase, Storage, RECONNECT_DELAY};
 use crate::transactions::sha1;
 
@@ -90,7 +91,7 @@ fn next_tid(tid: Tid) -> Tid {
 
 /// The check digest (8 item 13): SHA-1 of the decimal values joined by commas, or
 /// ZERO_HASH for none.
-fn digest(values: impl Iterator<Item = u64>) -> Checksum {
+pub(crate) fn digest(values: impl Iterator<Item = u64>) -> Checksum {
     let joined: Vec<String> = values.map(|v| v.to_string()).collect();
     if joined.is_empty() {
         ZERO_HASH
@@ -633,6 +634,7 @@ impl<B: Backend> Storage<B> {
                     if self.replication.uses(conn) {
                         self.start_round(out);
                     }
+                    self.checker_connected(conn, out);
                     Ok(())
                 }
                 Packet::Error(e) if expected => {
@@ -657,7 +659,7 @@ impl<B: Backend> Storage<B> {
             }
             Packet::FlushLog(_) => Ok(()),
             Packet::CloseClient(_) => {
-                if !self.replication.uses(conn) && !link.outgoing {
+                if !self.replication.uses(conn) && !self.checker.uses(conn) && !link.outgoing {
                     self.close_link(conn, out);
                 }
                 Ok(())
@@ -753,9 +755,31 @@ impl<B: Backend> Storage<B> {
                     None => self.finish_round(out),
                 }
             }
+            Packet::AnswerCheckTIDRange(answer) => {
+                let digests = Digests::Tids {
+                    count: answer.count,
+                    checksum: answer.checksum,
+                    max_tid: answer.max_tid,
+                };
+                self.checker_answer(conn, msg_id, digests, out);
+                Ok(())
+            }
+            Packet::AnswerCheckSerialRange(answer) => {
+                let digests = Digests::Serials {
+                    count: answer.count,
+                    tid_checksum: answer.tid_checksum,
+                    max_tid: answer.max_tid,
+                    oid_checksum: answer.oid_checksum,
+                    max_oid: answer.max_oid,
+                };
+                self.checker_answer(conn, msg_id, digests, out);
+                Ok(())
+            }
             Packet::Error(e) => {
                 let message = String::from_utf8_lossy(&e.message).into_owned();
-                if self.replication.is_current(conn, msg_id) {
+                if self.checker_error(conn, msg_id, out) {
+                    warn!("{:?} from {conn:x} to a check request: {message}", e.code);
+                } else if self.replication.is_current(conn, msg_id) {
                     self.abort_replication(out, &format!("source message: {message}"));
                 } else {
                     debug!("ignoring {:?} from a previous round: {message}", e.code);
@@ -912,15 +936,22 @@ impl<B: Backend> Storage<B> {
             ask.max_tid,
             ask.length as usize,
         )?;
-        out.answer(
-            conn,
-            msg_id,
-            AnswerCheckTIDRange {
-                count: tids.len() as u64,
-                checksum: digest(tids.iter().map(|t| t.0)),
-                max_tid: tids.last().copied().unwrap_or(Tid(0)),
-            },
-        );
+        if let Digests::Tids {
+            count,
+            checksum,
+            max_tid,
+        } = tid_digests(&tids)
+        {
+            out.answer(
+                conn,
+                msg_id,
+                AnswerCheckTIDRange {
+                    count,
+                    checksum,
+                    max_tid,
+                },
+            );
+        }
         Ok(())
     }
 
@@ -949,18 +980,26 @@ impl<B: Backend> Storage<B> {
             ask.max_tid,
             ask.length as usize,
         )?;
-        let (max_tid, max_oid) = records.last().copied().unwrap_or((Tid(0), Oid(0)));
-        out.answer(
-            conn,
-            msg_id,
-            AnswerCheckSerialRange {
-                count: records.len() as u64,
-                tid_checksum: digest(records.iter().map(|(t, _)| t.0)),
-                max_tid,
-                oid_checksum: digest(records.iter().map(|(_, o)| o.0)),
-                max_oid,
-            },
-        );
+        if let Digests::Serials {
+            count,
+            tid_checksum,
+            max_tid,
+            oid_checksum,
+            max_oid,
+        } = serial_digests(&records)
+        {
+            out.answer(
+                conn,
+                msg_id,
+                AnswerCheckSerialRange {
+                    count,
+                    tid_checksum,
+                    max_tid,
+                    oid_checksum,
+                    max_oid,
+                },
+            );
+        }
         Ok(())
     }
 

@@ -7,6 +7,8 @@ mod harness;
 
 #[path = "storage/bootstrap.rs"]
 mod bootstrap;
+#[path = "storage/checking.rs"]
+mod checking;
 #[path = "storage/initialisation.rs"]
 mod initialisation;
 #[path = "storage/operation.rs"]

@@ -14,7 +14,7 @@ const TRANSACTIONS: u64 = 2500;
 
 /// S1's database: one partition, `n` transactions of one object each (oid `i % 300`),
 /// with deletions and undo records among them.
-fn source_disk(n: u64) -> MemoryDisk {
+pub fn source_disk(n: u64) -> MemoryDisk {
     let disk = MemoryDisk::new();
     let mut backend = MemoryBackend::open(disk.clone()).unwrap();
     let s1 = storage_nid(1);
