@@ -301,6 +301,20 @@ mod commits {
         let tid3 = client.tpc_finish(ttid).unwrap();
         let record = client.load_serial(oid, tid3).unwrap();
         assert_eq!(record.data, Some(Bytes::from_static(b"one")));
+        // Read from the storages (a client with an empty cache), the undo record carries
+        // its back-pointer (5.12), which the iterator gives as data_txn.
+        let transactions: Vec<_> = cluster
+            .client()
+            .iterator(Some(tid3), Some(tid3))
+            .unwrap()
+            .map(|t| t.unwrap())
+            .collect();
+        assert_eq!(transactions[0].records[0].data_txn, Some(tid1));
+        let record = cluster.client().load_serial(oid, tid3).unwrap();
+        assert_eq!(
+            (record.data, record.data_serial),
+            (Some(Bytes::from_static(b"one")), Some(tid1))
+        );
         // Restore with a chosen TID, as imports do.
         let chosen = Tid(tid3.0 + 1000);
         let ttid = client.tpc_begin(Some(chosen), meta("restore")).unwrap();
@@ -320,6 +334,26 @@ mod commits {
             client.load(oid).unwrap(),
             (Bytes::from_static(b"two"), chosen)
         );
+    }
+
+    #[test]
+    #[ignore = "neo-client-core answers a cache hit with data_serial None (client.rs, Operation::LoadSerial from the cache)"]
+    fn an_undo_record_keeps_its_back_pointer_when_read_from_the_cache() {
+        let cluster = Cluster::start(1, 1);
+        let client = cluster.client();
+        let oid = client.new_oid().unwrap();
+        let tid1 = commit(&client, &[(oid, Tid::ZERO, b"one")]);
+        let tid2 = commit(&client, &[(oid, tid1, b"two")]);
+        let ttid = client.tpc_begin(None, meta("undo")).unwrap();
+        client.undo(ttid, tid2, |_, _, _, _| None).unwrap();
+        client.tpc_vote(ttid).unwrap();
+        let tid3 = client.tpc_finish(ttid).unwrap();
+        let reader = cluster.client();
+        // The first read goes to the storage and fills the cache; the second hits it.
+        for read in ["from the storage", "from the cache"] {
+            let record = reader.load_serial(oid, tid3).unwrap();
+            assert_eq!(record.data_serial, Some(tid1), "{read}");
+        }
     }
 
     #[test]

@@ -743,3 +743,59 @@ fn an_approved_pack_order_deletes_old_revisions_of_up_to_date_cells() {
     });
     assert!(outputs.is_empty(), "{outputs:?}");
 }
+
+#[test]
+fn an_undo_record_is_read_back_with_its_back_pointer() {
+    let mut h = booted();
+    // oid 2 was created at tid(2) with "value 2"; tid(12) changes it; the undo of tid(12)
+    // is committed under TTID tid(20) at the final TID tid(22) (so the temporary rows
+    // are renamed at unlock).
+    store(&mut h, C1, 1, 2, tid(2), tid(12));
+    vote_metadata(&mut h, C1, tid(12), &[2]);
+    lock(&mut h, tid(12), tid(12));
+    h.master_sends(NotifyUnlockInformation { ttid: tid(12) });
+    let undo = AskStoreObject {
+        data_serial: Some(tid(2)),
+        ..store_request(2, tid(12), "value 2", tid(20))
+    };
+    assert_eq!(on(&h.packet(C1, 2, undo), C1), vec![stored(None)]);
+    vote_metadata(&mut h, C1, tid(20), &[2]);
+    lock(&mut h, tid(20), tid(22));
+    h.master_sends(NotifyUnlockInformation { ttid: tid(20) });
+    let expected = |serial: Tid, next_serial: Option<Tid>| -> Packet {
+        AnswerObject {
+            oid: Oid(2),
+            serial,
+            next_serial,
+            compression: Some(0),
+            checksum: crate::initialisation::data("value 2").checksum,
+            data: Bytes::from_static(b"value 2"),
+            data_serial: Some(tid(2)),
+        }
+        .into()
+    };
+    // Latest, exact and before: the back-pointer comes along, whoever asks.
+    for (at, before) in [(None, None), (Some(tid(22)), None), (None, Some(tid(23)))] {
+        let outputs = h.packet(
+            C2,
+            3,
+            AskObject {
+                oid: Oid(2),
+                at,
+                before,
+            },
+        );
+        assert_eq!(on(&outputs, C2), vec![expected(tid(22), None)]);
+    }
+    // A restart reads it from the committed tables.
+    h.now += 1.0;
+    h.feed(Input::Timer);
+    let disk = h.storage.backend().disk();
+    drop(h);
+    let reopened = MemoryBackend::open(disk).unwrap();
+    let record = reopened
+        .object(Oid(2), Some(tid(22)), None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.data_serial, Some(tid(2)));
+}
