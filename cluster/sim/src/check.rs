@@ -11,12 +11,16 @@
 //! - **RUNNING needs an operational table.** A reigning master in RUNNING has, in its own
 //!   table and node states, a readable cell on a running storage for every partition.
 //!
+//! - **Commit TIDs strictly increase.** Every AnswerTransactionFinished any master sends
+//!   carries a TID greater than every one acknowledged before (by it or by an earlier
+//!   primary): a new primary starts after the last committed TID.
+//!
 //! A violation is reported once, when it starts to hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use neo_master::Master;
-use neo_protocol::{ClusterState, Packet};
+use neo_protocol::{ClusterState, Packet, Tid};
 
 use crate::world::{NodeId, Sent, SimNode};
 
@@ -28,6 +32,8 @@ pub struct Checker {
     ptid_sent: BTreeMap<u64, Option<u64>>,
     /// Masters currently RUNNING without an operational table (reported once).
     not_operational: BTreeSet<NodeId>,
+    /// The greatest TID acknowledged to a committing client, and by which node.
+    last_acked: Option<(Tid, NodeId)>,
 }
 
 impl Checker {
@@ -60,6 +66,20 @@ impl Checker {
                     }
                 }
                 self.ptid_sent.insert(sent.link, Some(p.ptid));
+            }
+            Packet::AnswerTransactionFinished(p) => {
+                if let Some((last, by)) = self.last_acked {
+                    if p.tid <= last {
+                        violations.push(format!(
+                            "t={now:.4} node {} acknowledged commit {:?} (ttid {:?}) after \
+                             node {} acknowledged {last:?}",
+                            sent.from.0, p.tid, p.ttid, by.0
+                        ));
+                    }
+                }
+                if self.last_acked.is_none_or(|(last, _)| p.tid > last) {
+                    self.last_acked = Some((p.tid, sent.from));
+                }
             }
             _ => {}
         }

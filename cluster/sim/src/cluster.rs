@@ -2,7 +2,9 @@
 //! neoctl, built from a [`Spec`], with the questions scenarios ask ("who is primary?",
 //! "is every cell up to date?") and the data model that checks what storages hold.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use neo_admin::Admin;
 use neo_master::Master;
@@ -12,6 +14,7 @@ use neo_storage::{Backend, MemoryBackend, MemoryDisk, Storage, StoredData, Trans
 use sha1::{Digest, Sha1};
 
 use crate::ctl::{Ctl, Reply};
+use crate::workload::{Model, SharedModel, Workload, WorkloadConfig};
 use crate::world::{address_of, NodeId, World};
 
 /// The storage type the simulator runs.
@@ -27,6 +30,9 @@ pub struct Spec {
     pub partitions: u32,
     pub replicas: u32,
     pub autostart: Option<u32>,
+    /// Client nodes running [`Workload`] (added after the admins).
+    pub clients: usize,
+    pub workload: WorkloadConfig,
 }
 
 impl Default for Spec {
@@ -39,6 +45,8 @@ impl Default for Spec {
             partitions: 4,
             replicas: 1,
             autostart: Some(2),
+            clients: 0,
+            workload: WorkloadConfig::default(),
         }
     }
 }
@@ -49,6 +57,9 @@ pub struct Cluster {
     pub masters: Vec<NodeId>,
     pub storages: Vec<NodeId>,
     pub admins: Vec<NodeId>,
+    pub clients: Vec<NodeId>,
+    /// What the clients did and saw (see [`crate::history`]).
+    pub model: SharedModel,
     master_addresses: Vec<Address>,
     disks: BTreeMap<NodeId, MemoryDisk>,
     ctl: Option<NodeId>,
@@ -69,6 +80,8 @@ impl Cluster {
             masters: Vec::new(),
             storages: Vec::new(),
             admins: Vec::new(),
+            clients: Vec::new(),
+            model: Rc::new(RefCell::new(Model::default())),
             master_addresses,
             disks: BTreeMap::new(),
             ctl: None,
@@ -82,6 +95,9 @@ impl Cluster {
         }
         for _ in 0..cluster.spec.admins {
             cluster.add_admin();
+        }
+        for _ in 0..cluster.spec.clients {
+            cluster.add_client();
         }
         cluster
     }
@@ -156,6 +172,38 @@ impl Cluster {
         );
         self.admins.push(id);
         id
+    }
+
+    /// Adds a client node running the workload, and starts it.
+    pub fn add_client(&mut self) -> NodeId {
+        let index = self.clients.len();
+        let mut config =
+            neo_client_core::Config::new(self.master_addresses.clone(), self.spec.name.clone());
+        // Small, so that evictions happen too.
+        config.cache_size = 4096;
+        let workload = self.spec.workload.clone();
+        let model = self.model.clone();
+        let id = self.world.add_node(
+            &format!("c{index}"),
+            Box::new(move |seed| {
+                let mut config = config.clone();
+                config.seed = seed;
+                let client = neo_client_core::Client::new(config);
+                Ok(Box::new(Workload::new(
+                    client,
+                    index,
+                    workload.clone(),
+                    seed.rotate_left(17),
+                    model.clone(),
+                )))
+            }),
+        );
+        self.clients.push(id);
+        id
+    }
+
+    pub fn workload(&self, id: NodeId) -> Option<&Workload> {
+        self.world.get::<Workload>(id)
     }
 
     // --- Questions --------------------------------------------------------------------
