@@ -427,6 +427,15 @@ impl<B: Backend> Storage<B> {
             out.close(master.conn);
         }
         let mut code = 0;
+        // An unlock whose commit was deferred is made durable now, as NEO/py does when
+        // it closes its database; otherwise a restart would need the master to validate
+        // the transaction again.
+        if !erase && self.tm.commit_at.take().is_some() {
+            if let Err(e) = self.backend.commit() {
+                error!("could not commit before exiting: {e}");
+                code = 1;
+            }
+        }
         if erase {
             if let Err(e) = self.backend.erase().and_then(|_| self.backend.commit()) {
                 error!("could not erase the database: {e}");

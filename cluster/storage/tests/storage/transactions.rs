@@ -799,3 +799,26 @@ fn an_undo_record_is_read_back_with_its_back_pointer() {
         .unwrap();
     assert_eq!(record.data_serial, Some(tid(2)));
 }
+
+#[test]
+fn a_deferred_commit_is_made_before_exiting() {
+    let mut h = booted();
+    let (ttid, final_tid) = (tid(20), tid(22));
+    store(&mut h, C1, 1, 2, tid(2), ttid);
+    vote_metadata(&mut h, C1, ttid, &[2]);
+    lock(&mut h, ttid, final_tid);
+    h.master_sends(NotifyUnlockInformation { ttid });
+    assert!(h.storage.deadline().is_some(), "commit deferred");
+    let outputs = h.feed(Input::Shutdown);
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Exit { code: 0, .. })),
+        "{outputs:?}"
+    );
+    let disk = h.storage.backend().disk();
+    drop(h);
+    let reopened = MemoryBackend::open(disk).unwrap();
+    assert!(reopened.locked_transactions().unwrap().is_empty());
+    assert_eq!(reopened.final_tid(ttid).unwrap(), Some(final_tid));
+}
