@@ -374,3 +374,6 @@ mod commits {
         );
     }
 }
+
+#[path = "client/workload.rs"]
+mod workload;
