@@ -3,17 +3,29 @@
 //! Rows are fetched in pages keyed by date (`date > last ORDER BY date LIMIT n`), which
 //! walks the primary key without holding a read lock for the whole file: a live writer is
 //! not blocked for long, and a follow mode only needs to start a new pass to see new rows.
+//!
+//! Reading is meant to keep pace with `sqlite3 FILE 'select * from log'`: a page's records
+//! are decoded into the previous page's records, whose buffers are reused (no allocation per
+//! row once the first page is read); the small `node` table is cached instead of joined on
+//! every row; the file is memory-mapped; and [`LogReader::next_ref`] lends each record rather
+//! than handing over a copy.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, Row};
 
 use crate::protocol::{PacketNames, ProtocolError};
 
 /// Rows fetched per query: large enough to amortise the query, small enough to stream.
 const PAGE_ROWS: usize = 4096;
+
+/// Bytes of the file SQLite may map. Reading pages in place instead of copying each through
+/// a `read` call is what makes a large log cheap to scan; SQLite caps this at its own
+/// compile-time limit and reads the rest of a larger file as usual.
+const MMAP_BYTES: i64 = 1 << 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -66,14 +78,34 @@ pub struct Record {
 
 /// One table (or its legacy predecessor) read page by page.
 struct Stream {
+    /// The page query, with `date > ?`.
     sql: String,
+    /// The same with `date >= ?`, for the first page after `--from`.
+    sql_inclusive: String,
     packets: bool,
+    /// The second column is the node name itself (tables older than the `node` table)
+    /// rather than an id in the `node` table.
+    legacy: bool,
     after: f64,
     /// The first page of the first pass includes `after` itself (`--from`).
     inclusive: bool,
-    page: VecDeque<Record>,
+    /// The current page: records `next..len` are still to be returned. Slots beyond `len`
+    /// are kept so that the next page reuses their buffers.
+    page: Vec<Record>,
+    len: usize,
+    next: usize,
     exhausted: bool,
 }
+
+/// The `node` table, read once and again only when a record names an id not seen yet
+/// (a live writer adds a row in the same transaction as the first record using it).
+#[derive(Default)]
+struct Nodes {
+    rows: HashMap<i64, NodeRef>,
+}
+
+/// The packet names of each protocol row, by date.
+type Protocols = Vec<(f64, Result<PacketNames, ProtocolError>)>;
 
 /// An open log file.
 pub struct LogReader {
@@ -81,7 +113,10 @@ pub struct LogReader {
     db: Connection,
     log: Vec<Stream>,
     packet: Vec<Stream>,
-    protocols: Vec<(f64, Result<Arc<PacketNames>, ProtocolError>)>,
+    nodes: Nodes,
+    protocols: Protocols,
+    /// The names used when the file has no protocol row.
+    builtin: PacketNames,
     until: Option<f64>,
     warnings: Vec<String>,
 }
@@ -104,6 +139,8 @@ impl LogReader {
         .map_err(not_sqlite)?;
         db.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(not_sqlite)?;
+        // Only a speed-up: without the mapping SQLite reads the same pages through `read`.
+        let _ = db.pragma_update(None, "mmap_size", MMAP_BYTES);
         let tables: Vec<String> = {
             let mut statement = db
                 .prepare("SELECT name FROM sqlite_master WHERE type='table'")
@@ -126,24 +163,15 @@ impl LogReader {
             ("log", log_columns, &mut log, false),
             ("packet", packet_columns, &mut packet, true),
         ] {
-            // Older NEO wrote the node name in the third column and had no node table;
+            // Older NEO wrote the node name in the second column and had no node table;
             // NEO/py renames such tables to log1/packet1, whose rows come first.
-            let legacy = format!("SELECT date, name, NULL, NULL, {columns} FROM {{}} WHERE date {{}} ? ORDER BY date LIMIT {PAGE_ROWS}");
-            let current = format!("SELECT date, name, cluster, nid, {columns} FROM {table} LEFT JOIN node ON node=id WHERE date {{}} ? ORDER BY date LIMIT {PAGE_ROWS}");
             let legacy_table = format!("{table}1");
             if has(&legacy_table) {
-                streams.push(Stream::new(
-                    legacy.replacen("{}", &legacy_table, 1),
-                    packets,
-                ));
+                streams.push(Stream::new(&legacy_table, "name", columns, packets, true));
             }
             if has(table) {
-                let sql = if legacy_main {
-                    legacy.replacen("{}", table, 1)
-                } else {
-                    current
-                };
-                streams.push(Stream::new(sql, packets));
+                let node = if legacy_main { "name" } else { "node" };
+                streams.push(Stream::new(table, node, columns, packets, legacy_main));
             }
         }
         let mut reader = LogReader {
@@ -151,7 +179,9 @@ impl LogReader {
             db,
             log,
             packet,
+            nodes: Nodes::default(),
             protocols: Vec::new(),
+            builtin: PacketNames::builtin(),
             until: None,
             warnings: Vec::new(),
         };
@@ -186,82 +216,78 @@ impl LogReader {
         for stream in self.log.iter_mut().chain(self.packet.iter_mut()) {
             stream.exhausted = false;
         }
+        self.nodes.rows.clear();
         self.load_protocols();
     }
 
     /// The next record of this pass, packets and messages merged by date (a message wins a
     /// tie, as in NEO/py), or `None` when the pass has read everything.
     pub fn next_record(&mut self) -> Option<Record> {
-        let log_date = self.peek_date(false);
-        let packet_date = self.peek_date(true);
-        let take_packet = match (log_date, packet_date) {
-            (None, None) => return None,
-            (Some(l), Some(p)) => p < l,
-            (None, Some(_)) => true,
-            (Some(_), None) => false,
-        };
-        let record = self.pop(take_packet)?;
-        Some(match record.kind {
-            RecordKind::Packet {
-                msg_id,
-                code,
-                peer,
-                body,
-                name: _,
-            } => {
-                let name = self.packet_name(record.date, code);
-                Record {
-                    kind: RecordKind::Packet {
-                        msg_id,
-                        code,
-                        peer,
-                        body,
-                        name,
-                    },
-                    ..record
-                }
-            }
-            _ => record,
-        })
+        self.next_ref().cloned()
     }
 
-    fn peek_date(&mut self, packets: bool) -> Option<f64> {
+    /// The date of the record [`LogReader::next_ref`] would return, which lets several
+    /// files be merged without taking their records out.
+    pub fn peek_date(&mut self) -> Option<f64> {
+        self.choose().map(|(_, _, date)| date)
+    }
+
+    /// As [`LogReader::next_record`], but lends the record, which stays valid until the
+    /// reader is used again; this is what spares a copy of every row.
+    pub fn next_ref(&mut self) -> Option<&Record> {
+        let (packets, index, _) = self.choose()?;
         let streams = if packets {
             &mut self.packet
         } else {
             &mut self.log
         };
-        for stream in streams.iter_mut() {
-            if stream.page.is_empty() && !stream.exhausted {
-                stream.fill(&self.db, self.until);
+        let stream = &mut streams[index];
+        let record = &mut stream.page[stream.next];
+        stream.next += 1;
+        if let RecordKind::Packet { code, name, .. } = &mut record.kind {
+            // Resolved when taken rather than when read, so that it uses the protocol rows
+            // of the current pass.
+            let found = packet_name(&self.protocols, &self.builtin, record.date, *code);
+            match (found, name.as_mut()) {
+                (Some(found), Some(name)) => {
+                    name.clear();
+                    name.push_str(found);
+                }
+                (found, _) => *name = found.map(str::to_owned),
             }
-            if let Some(record) = stream.page.front() {
-                return Some(record.date);
+        }
+        Some(record)
+    }
+
+    /// Which stream holds the next record: packets or not, its index, and the record date.
+    fn choose(&mut self) -> Option<(bool, usize, f64)> {
+        let log = self.front(false);
+        let packet = self.front(true);
+        match (log, packet) {
+            (None, None) => None,
+            (Some((_, l)), Some((i, p))) if p < l => Some((true, i, p)),
+            (Some((i, l)), _) => Some((false, i, l)),
+            (None, Some((i, p))) => Some((true, i, p)),
+        }
+    }
+
+    /// The first stream of a kind with a record left (reading a page if needed), and the
+    /// date of that record.
+    fn front(&mut self, packets: bool) -> Option<(usize, f64)> {
+        let streams = if packets {
+            &mut self.packet
+        } else {
+            &mut self.log
+        };
+        for (index, stream) in streams.iter_mut().enumerate() {
+            if stream.next == stream.len && !stream.exhausted {
+                stream.fill(&self.db, self.until, &mut self.nodes);
+            }
+            if stream.next < stream.len {
+                return Some((index, stream.page[stream.next].date));
             }
         }
         None
-    }
-
-    fn pop(&mut self, packets: bool) -> Option<Record> {
-        let streams = if packets {
-            &mut self.packet
-        } else {
-            &mut self.log
-        };
-        streams.iter_mut().find_map(|s| s.page.pop_front())
-    }
-
-    fn packet_name(&mut self, date: f64, code: i64) -> Option<String> {
-        let code = u16::try_from(code).ok()?;
-        // The row in force is the last one dated at or before the packet; a packet older
-        // than every row (not written by NEO/py) falls back to the first row.
-        let index = self.protocols.partition_point(|(d, _)| *d <= date);
-        let names = match self.protocols.get(index.saturating_sub(1)) {
-            Some((_, Ok(names))) => names.clone(),
-            Some((_, Err(_))) => return None,
-            None => Arc::new(PacketNames::builtin()),
-        };
-        names.name(code).map(str::to_owned)
     }
 
     fn load_protocols(&mut self) {
@@ -292,7 +318,7 @@ impl LogReader {
         self.protocols = rows
             .into_iter()
             .map(|(date, text)| {
-                let names = PacketNames::from_stored(&text).map(Arc::new);
+                let names = PacketNames::from_stored(&text);
                 if let Err(e) = &names {
                     self.warnings.push(format!(
                         "{}: protocol row dated {date}: {e}; its packets are shown as unknown",
@@ -305,87 +331,254 @@ impl LogReader {
     }
 }
 
+/// The name of packet `code` dated `date`, or `None` for an unknown code.
+fn packet_name<'a>(
+    protocols: &'a Protocols,
+    builtin: &'a PacketNames,
+    date: f64,
+    code: i64,
+) -> Option<&'a str> {
+    let code = u16::try_from(code).ok()?;
+    // The row in force is the last one dated at or before the packet; a packet older than
+    // every row (not written by NEO/py) falls back to the first row.
+    let index = protocols.partition_point(|(d, _)| *d <= date);
+    let names = match protocols.get(index.saturating_sub(1)) {
+        Some((_, Ok(names))) => names,
+        Some((_, Err(_))) => return None,
+        None => builtin,
+    };
+    names.name(code)
+}
+
 impl Stream {
-    fn new(sql: String, packets: bool) -> Stream {
+    /// Reads `columns` of `table` by date, with the node id (or, for legacy tables, the node
+    /// name) in column `node`.
+    fn new(table: &str, node: &str, columns: &str, packets: bool, legacy: bool) -> Stream {
+        let sql = |op: &str| {
+            format!("SELECT date, {node}, {columns} FROM {table} WHERE date {op} ? ORDER BY date LIMIT {PAGE_ROWS}")
+        };
         Stream {
-            sql,
+            sql: sql(">"),
+            sql_inclusive: sql(">="),
             packets,
+            legacy,
             after: f64::NEG_INFINITY,
             inclusive: false,
-            page: VecDeque::new(),
+            page: Vec::new(),
+            len: 0,
+            next: 0,
             exhausted: false,
         }
     }
 
-    fn fill(&mut self, db: &Connection, until: Option<f64>) {
-        let sql = self
-            .sql
-            .replacen("{}", if self.inclusive { ">=" } else { ">" }, 1);
-        let result = (|| -> rusqlite::Result<usize> {
-            let mut statement = db.prepare_cached(&sql)?;
-            let mut rows = statement.query([self.after])?;
-            let mut count = 0;
-            while let Some(row) = rows.next()? {
-                count += 1;
-                let date: f64 = row.get(0)?;
-                let node = NodeRef {
-                    name: row.get(1)?,
-                    cluster: row.get(2)?,
-                    nid: row.get(3)?,
-                };
-                let kind = if self.packets {
-                    RecordKind::Packet {
-                        msg_id: row.get(4)?,
-                        code: row.get(5)?,
-                        peer: row.get(6)?,
-                        body: row.get(7)?,
-                        name: None,
-                    }
-                } else {
-                    RecordKind::Log {
-                        level: row.get(4)?,
-                        pathname: row.get(5)?,
-                        lineno: row.get(6)?,
-                        msg: text_column(row, 7)?,
-                    }
-                };
-                self.after = date;
-                self.inclusive = false;
-                if until.is_some_and(|u| date > u) {
-                    return Ok(0);
-                }
-                self.page.push_back(Record { date, node, kind });
-            }
-            Ok(count)
-        })();
-        match result {
+    fn fill(&mut self, db: &Connection, until: Option<f64>, nodes: &mut Nodes) {
+        self.len = 0;
+        self.next = 0;
+        match self.read_page(db, until, nodes) {
             Ok(count) => self.exhausted = count < PAGE_ROWS,
             Err(e) => {
                 self.exhausted = true;
                 // Skip past the bad page on the next pass rather than report it forever.
-                self.page.push_back(Record {
+                let record = Record {
                     date: self.after.max(0.0),
                     node: NodeRef::default(),
                     kind: RecordKind::Error {
                         table: if self.packets { "PACKET" } else { "LOG" },
                         message: sqlite_error_text(&e),
                     },
-                });
+                };
+                match self.page.get_mut(self.len) {
+                    Some(slot) => *slot = record,
+                    None => self.page.push(record),
+                }
+                self.len += 1;
             }
+        }
+    }
+
+    /// Decodes the rows of one page into `page[..len]`; the number of rows read, or 0 once a
+    /// row is past `until`.
+    fn read_page(
+        &mut self,
+        db: &Connection,
+        until: Option<f64>,
+        nodes: &mut Nodes,
+    ) -> rusqlite::Result<usize> {
+        let sql = if self.inclusive {
+            &self.sql_inclusive
+        } else {
+            &self.sql
+        };
+        let mut statement = db.prepare_cached(sql)?;
+        let mut rows = statement.query([self.after])?;
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            count += 1;
+            if self.page.len() == self.len {
+                self.page.push(Record::empty(self.packets));
+            }
+            let record = &mut self.page[self.len];
+            if matches!(record.kind, RecordKind::Error { .. }) {
+                *record = Record::empty(self.packets);
+            }
+            let date: f64 = row.get(0)?;
+            record.date = date;
+            if self.legacy {
+                set_optional_text(&mut record.node.name, row, 1)?;
+                record.node.cluster = None;
+                record.node.nid = None;
+            } else {
+                match row.get_ref(1)? {
+                    ValueRef::Integer(id) => record.node.clone_from(nodes.get(db, id)?),
+                    // No node row matches, as with a LEFT JOIN on the id.
+                    _ => record.node = NodeRef::default(),
+                }
+            }
+            match &mut record.kind {
+                RecordKind::Log {
+                    level,
+                    pathname,
+                    lineno,
+                    msg,
+                } => {
+                    *level = row.get(2)?;
+                    set_optional_text(pathname, row, 3)?;
+                    *lineno = row.get(4)?;
+                    set_message(msg, row, 5)?;
+                }
+                RecordKind::Packet {
+                    msg_id,
+                    code,
+                    peer,
+                    body,
+                    name: _,
+                } => {
+                    *msg_id = row.get(2)?;
+                    *code = row.get(3)?;
+                    set_text(peer, row, 4)?;
+                    set_optional_blob(body, row, 5)?;
+                }
+                RecordKind::Error { .. } => unreachable!("replaced above"),
+            }
+            self.after = date;
+            self.inclusive = false;
+            if until.is_some_and(|u| date > u) {
+                return Ok(0);
+            }
+            self.len += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl Record {
+    /// A slot for rows of the log or the packet table.
+    fn empty(packets: bool) -> Record {
+        let kind = if packets {
+            RecordKind::Packet {
+                msg_id: 0,
+                code: 0,
+                peer: String::new(),
+                body: None,
+                name: None,
+            }
+        } else {
+            RecordKind::Log {
+                level: 0,
+                pathname: None,
+                lineno: None,
+                msg: String::new(),
+            }
+        };
+        Record {
+            date: 0.0,
+            node: NodeRef::default(),
+            kind,
         }
     }
 }
 
+impl Nodes {
+    fn get(&mut self, db: &Connection, id: i64) -> rusqlite::Result<&NodeRef> {
+        if !self.rows.contains_key(&id) {
+            self.rows.clear();
+            let mut statement = db.prepare_cached("SELECT id, name, cluster, nid FROM node")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let node = NodeRef {
+                    name: row.get(1)?,
+                    cluster: row.get(2)?,
+                    nid: row.get(3)?,
+                };
+                self.rows.insert(row.get(0)?, node);
+            }
+        }
+        // An id without a row reads as the LEFT JOIN would: nothing known. It is kept so
+        // that the table is not read again for every such record of this pass.
+        Ok(self.rows.entry(id).or_default())
+    }
+}
+
+// The setters below copy a column into a record's existing buffer. Values of an unexpected
+// type go through rusqlite's own conversion, so that they fail (or succeed) as `row.get`
+// would.
+
+fn set_text(out: &mut String, row: &Row<'_>, index: usize) -> rusqlite::Result<()> {
+    if let ValueRef::Text(bytes) = row.get_ref(index)? {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            out.clear();
+            out.push_str(text);
+            return Ok(());
+        }
+    }
+    *out = row.get(index)?;
+    Ok(())
+}
+
+fn set_optional_text(
+    out: &mut Option<String>,
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<()> {
+    match (row.get_ref(index)?, out.as_mut()) {
+        (ValueRef::Null, _) => *out = None,
+        (ValueRef::Text(_), Some(text)) => set_text(text, row, index)?,
+        _ => *out = row.get(index)?,
+    }
+    Ok(())
+}
+
+fn set_optional_blob(
+    out: &mut Option<Vec<u8>>,
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<()> {
+    match (row.get_ref(index)?, out.as_mut()) {
+        (ValueRef::Null, _) => *out = None,
+        (ValueRef::Blob(bytes), Some(blob)) => {
+            blob.clear();
+            blob.extend_from_slice(bytes);
+        }
+        _ => *out = row.get(index)?,
+    }
+    Ok(())
+}
+
 /// The message column as text, whatever its stored type, since a NULL or a BLOB there
 /// must not stop the listing.
-fn text_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<String> {
-    use rusqlite::types::ValueRef;
-    Ok(match row.get_ref(index)? {
-        ValueRef::Null => String::new(),
-        ValueRef::Integer(i) => i.to_string(),
-        ValueRef::Real(f) => f.to_string(),
-        ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
-    })
+fn set_message(out: &mut String, row: &Row<'_>, index: usize) -> rusqlite::Result<()> {
+    out.clear();
+    match row.get_ref(index)? {
+        ValueRef::Null => {}
+        ValueRef::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        ValueRef::Real(f) => {
+            let _ = write!(out, "{f}");
+        }
+        ValueRef::Text(t) | ValueRef::Blob(t) => out.push_str(&String::from_utf8_lossy(t)),
+    }
+    Ok(())
 }
 
 /// `DatabaseError: <text>` as neolog prints a failing table.

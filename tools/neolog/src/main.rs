@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use clap::Parser;
-use neo_logdb::Record;
 
 use crate::input::Input;
 use crate::render::{Decode, Options, Renderer};
@@ -185,44 +184,49 @@ fn run(args: Args) -> anyhow::Result<i32> {
 }
 
 /// Prints the current pass of every file, interleaved by date; a tie goes to the file
-/// named first, so each file's own order is kept.
+/// named first, so each file's own order is kept. Records are lent by the readers and
+/// rendered into one text buffer, written out in large blocks.
 fn emit_merged(
     inputs: &mut [Input],
     renderer: &mut Renderer,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let mut heads: Vec<Option<Record>> = inputs.iter_mut().map(|i| next(i)).collect();
-    let mut text = String::with_capacity(1 << 16);
+    const BLOCK: usize = 1 << 17;
+    let mut heads: Vec<Option<f64>> = inputs.iter_mut().map(peek).collect();
+    let mut text = String::with_capacity(BLOCK + (1 << 12));
     loop {
-        let mut best: Option<usize> = None;
+        let mut best: Option<(usize, f64)> = None;
         for (i, head) in heads.iter().enumerate() {
-            if let Some(record) = head {
-                if best.is_none_or(|b| heads[b].as_ref().is_some_and(|r| record.date < r.date)) {
-                    best = Some(i);
+            if let Some(date) = *head {
+                if best.is_none_or(|(_, b)| date < b) {
+                    best = Some((i, date));
                 }
             }
         }
-        let Some(index) = best else {
+        let Some((index, _)) = best else {
             break;
         };
-        let record = heads[index].take().expect("chosen head exists");
-        renderer.render(&record, &inputs[index].default_name, &mut text);
-        if text.len() >= 1 << 15 {
+        let input = &mut inputs[index];
+        if let Some(record) = input.reader.next_ref() {
+            renderer.render(record, &input.default_name, &mut text);
+        }
+        if text.len() >= BLOCK {
             out.write_all(text.as_bytes())?;
             text.clear();
         }
-        heads[index] = next(&mut inputs[index]);
+        heads[index] = peek(input);
     }
     out.write_all(text.as_bytes())?;
     Ok(())
 }
 
-fn next(input: &mut Input) -> Option<Record> {
-    let record = input.reader.next_record();
+/// The date of the next record of `input`, reporting what reading it found wrong.
+fn peek(input: &mut Input) -> Option<f64> {
+    let date = input.reader.peek_date();
     for warning in input.reader.take_warnings() {
         eprintln!("neolog: {warning}");
     }
-    record
+    date
 }
 
 fn now() -> f64 {

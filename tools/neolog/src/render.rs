@@ -8,7 +8,7 @@ use std::io::Read;
 use chrono::{Local, TimeZone};
 use neo_logdb::protocol::data_path;
 use neo_logdb::{Level, NodeRef, Record, RecordKind};
-use neo_protocol::{Bytes, Value};
+use neo_protocol::{Bytes, EnumValue, Value};
 
 /// How much of a packet body to show (`-a` is `Args`, `-A` is `Decompress`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,11 +30,49 @@ pub struct Options {
     pub nodes: Vec<String>,
 }
 
-/// Renders records, caching the date text of the current second (the costly part).
+/// Renders records without allocating per record: the date text of the current second
+/// (the costly part), the node column of the last emitter and the level names are cached,
+/// and everything is written into buffers kept from one record to the next.
 pub struct Renderer {
     options: Options,
     cached_second: i64,
     cached_date: String,
+    /// The emitter (and file default name) the cached node column was made for.
+    node_key: Option<(NodeRef, String)>,
+    /// The node column, padded and followed by its separator.
+    node_column: String,
+    /// Whether the cached emitter passes `--node`.
+    node_shown: bool,
+    /// Level numbers and their names, as met.
+    levels: Vec<(i64, String)>,
+    prefix: String,
+    lines: Lines,
+}
+
+/// A node table row: the NID it sorts by and the span of each cell in the cell buffer.
+type NodeRow = (Option<i128>, [(usize, usize); 5]);
+
+/// The lines of a packet record, without prefix, in one buffer kept between records, with
+/// the scratch space of node tables.
+#[derive(Default)]
+struct Lines {
+    text: String,
+    ends: Vec<usize>,
+    /// Node table cells, and per row the NID and the span of each cell in `cells`.
+    cells: String,
+    rows: Vec<NodeRow>,
+    utc: UtcCache,
+}
+
+impl Lines {
+    fn end_line(&mut self) {
+        self.ends.push(self.text.len());
+    }
+
+    fn push_line(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.end_line();
+    }
 }
 
 impl Renderer {
@@ -43,73 +81,44 @@ impl Renderer {
             options,
             cached_second: i64::MIN,
             cached_date: String::new(),
+            node_key: None,
+            node_column: String::new(),
+            node_shown: true,
+            levels: Vec::new(),
+            prefix: String::new(),
+            lines: Lines::default(),
         }
     }
 
     /// Appends the lines of `record` to `out`, or nothing if the node is filtered out.
     pub fn render(&mut self, record: &Record, default_name: &str, out: &mut String) {
-        let mut name = node_name(&record.node, self.options.show_cluster, self.options.no_nid);
-        if name.is_empty() {
-            name = default_name.to_owned();
+        let same_node = self
+            .node_key
+            .as_ref()
+            .is_some_and(|(node, name)| *node == record.node && name == default_name);
+        if !same_node {
+            self.set_node(&record.node, default_name);
         }
-        if !self.options.nodes.is_empty() && !self.options.nodes.contains(&name) {
+        if !self.node_shown {
             return;
         }
-        let (level, lines) = match &record.kind {
-            RecordKind::Log { level, msg, .. } => {
-                let mut lines: Vec<String> = msg.lines().map(str::to_owned).collect();
-                if lines.is_empty() {
-                    // Python's splitlines gives no line for an empty message.
-                    lines.clear();
-                }
-                (Level(*level).name(), lines)
-            }
-            RecordKind::Packet {
-                msg_id,
-                code,
-                peer,
-                body,
-                name,
-            } => (
-                "PACKET".to_owned(),
-                packet_lines(
-                    *msg_id,
-                    *code,
-                    peer,
-                    body.as_deref(),
-                    name.as_deref(),
-                    self.options.decode,
-                ),
-            ),
-            RecordKind::Error { table, message } => (
-                (*table).to_owned(),
-                message.lines().map(str::to_owned).collect(),
-            ),
-        };
-        let mut prefix = String::new();
+        self.prefix.clear();
         if !self.options.date_format.is_empty() {
-            let second = record.date.trunc() as i64;
-            if second != self.cached_second {
-                self.cached_second = second;
-                self.cached_date.clear();
-                if let Some(time) = Local.timestamp_opt(second, 0).earliest() {
-                    let _ = write!(
-                        self.cached_date,
-                        "{}",
-                        time.format(&self.options.date_format)
-                    );
-                }
-            }
-            let fraction = ((record.date - record.date.trunc()) * 10000.0) as u32;
-            let _ = write!(prefix, "{}.{:04} ", self.cached_date, fraction);
+            self.push_date(record.date);
         }
+        let level = match &record.kind {
+            RecordKind::Log { level, .. } => level_name(&mut self.levels, *level),
+            RecordKind::Packet { .. } => "PACKET",
+            RecordKind::Error { table, .. } => table,
+        };
         if !self.options.color {
-            let _ = write!(prefix, "{level:<9} ");
+            push_padded(&mut self.prefix, level, 9);
+            self.prefix.push(' ');
         }
         if self.options.node_column {
-            let _ = write!(prefix, "{name:<10} ");
+            self.prefix.push_str(&self.node_column);
         }
-        let color = match level.as_str() {
+        let color = match level {
             _ if !self.options.color => None,
             "DEBUG" => Some("34"),
             "INFO" => Some("32"),
@@ -118,18 +127,130 @@ impl Renderer {
             "CRITICAL" => Some("31;01"),
             _ => None,
         };
-        for line in lines {
-            match color {
-                Some(c) => {
-                    let _ = writeln!(out, "\x1b[{c}m{prefix}{line}\x1b[39;49;0m");
+        let prefix = &self.prefix;
+        match &record.kind {
+            RecordKind::Log { msg: text, .. } | RecordKind::Error { message: text, .. } => {
+                // Python's splitlines gives no line for an empty message, nor does `lines`.
+                for line in text.lines() {
+                    push_line(out, color, prefix, line);
                 }
-                None => {
-                    out.push_str(&prefix);
-                    out.push_str(&line);
-                    out.push('\n');
+            }
+            RecordKind::Packet {
+                msg_id,
+                code,
+                peer,
+                body,
+                name,
+            } => {
+                let lines = &mut self.lines;
+                lines.text.clear();
+                lines.ends.clear();
+                packet_lines(
+                    *msg_id,
+                    *code,
+                    peer,
+                    body.as_deref(),
+                    name.as_deref(),
+                    self.options.decode,
+                    lines,
+                );
+                let mut start = 0;
+                for &end in &lines.ends {
+                    push_line(out, color, prefix, &lines.text[start..end]);
+                    start = end;
                 }
             }
         }
+    }
+
+    /// Caches the node column and the `--node` verdict for a new emitter.
+    fn set_node(&mut self, node: &NodeRef, default_name: &str) {
+        let mut name = node_name(node, self.options.show_cluster, self.options.no_nid);
+        if name.is_empty() {
+            name = default_name.to_owned();
+        }
+        self.node_shown = self.options.nodes.is_empty() || self.options.nodes.contains(&name);
+        self.node_column.clear();
+        push_padded(&mut self.node_column, &name, 10);
+        self.node_column.push(' ');
+        self.node_key = Some((node.clone(), default_name.to_owned()));
+    }
+
+    /// The date column: the formatted second, cached, then four decimals and a space.
+    fn push_date(&mut self, date: f64) {
+        let second = date.trunc() as i64;
+        if second != self.cached_second {
+            self.cached_second = second;
+            self.cached_date.clear();
+            if let Some(time) = Local.timestamp_opt(second, 0).earliest() {
+                let _ = write!(
+                    self.cached_date,
+                    "{}",
+                    time.format(&self.options.date_format)
+                );
+            }
+        }
+        let fraction = ((date - date.trunc()) * 10000.0) as u32;
+        self.prefix.push_str(&self.cached_date);
+        self.prefix.push('.');
+        push_zero_padded(&mut self.prefix, u64::from(fraction), 4, 10);
+        self.prefix.push(' ');
+    }
+}
+
+/// The level column text, `Level::name` computed once per level met.
+fn level_name(levels: &mut Vec<(i64, String)>, level: i64) -> &str {
+    let index = match levels.iter().position(|(l, _)| *l == level) {
+        Some(index) => index,
+        None => {
+            levels.push((level, Level(level).name()));
+            levels.len() - 1
+        }
+    };
+    &levels[index].1
+}
+
+fn push_line(out: &mut String, color: Option<&str>, prefix: &str, line: &str) {
+    match color {
+        Some(c) => {
+            out.push_str("\x1b[");
+            out.push_str(c);
+            out.push('m');
+            out.push_str(prefix);
+            out.push_str(line);
+            out.push_str("\x1b[39;49;0m\n");
+        }
+        None => {
+            out.push_str(prefix);
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+}
+
+/// `{text:<width}`: padded with spaces to `width` characters.
+fn push_padded(out: &mut String, text: &str, width: usize) {
+    out.push_str(text);
+    for _ in text.chars().count()..width {
+        out.push(' ');
+    }
+}
+
+/// `{n:0width$}` in base 10 or `{n:0width$x}` in base 16, without the formatting machinery,
+/// which costs more than the rest of a line.
+fn push_zero_padded(out: &mut String, mut n: u64, width: usize, base: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    while n > 0 || start == digits.len() {
+        start -= 1;
+        digits[start] = b"0123456789abcdef"[(n % base) as usize];
+        n /= base;
+    }
+    for _ in digits.len() - start..width {
+        out.push('0');
+    }
+    for &d in &digits[start..] {
+        out.push(d as char);
     }
 }
 
@@ -150,19 +271,29 @@ fn node_name(node: &NodeRef, show_cluster: bool, no_nid: bool) -> String {
 
 /// NEO/py's NID text; ids outside the four namespaces print in hex rather than failing.
 pub fn uuid_str(nid: i64) -> String {
+    let mut out = String::new();
+    push_uuid(&mut out, nid);
+    out
+}
+
+fn push_uuid(out: &mut String, nid: i64) {
     if nid == 0 {
-        return "0".to_owned();
+        out.push('0');
+        return;
     }
     let letter = match nid >> 24 {
         0 => 'S',
         -0x10 => 'M',
         -0x20 => 'C',
         -0x30 => 'A',
-        _ => return format!("{:08x}", nid as u32),
+        _ => return push_zero_padded(out, u64::from(nid as u32), 8, 16),
     };
-    format!("{letter}{}", nid & 0xff_ffff)
+    out.push(letter);
+    push_zero_padded(out, (nid & 0xff_ffff) as u64, 1, 10);
 }
 
+/// The lines of a packet: `#0xID Name peer` (with `-a`, its arguments after ` \t| `), then
+/// the node table of NotifyNodeInformation or the text of an Error.
 fn packet_lines(
     msg_id: i64,
     code: i64,
@@ -170,41 +301,60 @@ fn packet_lines(
     body: Option<&[u8]>,
     name: Option<&str>,
     decode: Decode,
-) -> Vec<String> {
-    let shown_name = name.map_or_else(|| format!("UnknownPacket[{code}]"), str::to_owned);
-    let mut lines = vec![format!("#0x{:04x} {shown_name:<30} {peer}", msg_id)];
+    lines: &mut Lines,
+) {
+    let text = &mut lines.text;
+    text.push_str("#0x");
+    match u64::try_from(msg_id) {
+        Ok(id) => push_zero_padded(text, id, 4, 16),
+        Err(_) => {
+            let _ = write!(text, "{msg_id:04x}");
+        }
+    }
+    text.push(' ');
+    match name {
+        Some(name) => push_padded(text, name, 30),
+        None => {
+            let unknown = format!("UnknownPacket[{code}]");
+            push_padded(text, &unknown, 30);
+        }
+    }
+    text.push(' ');
+    text.push_str(peer);
     // An unknown code's body is meaningless without its argument layout.
     let (Some(name), Some(body)) = (name, body) else {
-        return lines;
+        lines.end_line();
+        return;
     };
     let special = matches!(name, "NotifyNodeInformation" | "Error");
     if !special && decode == Decode::None {
-        return lines;
+        lines.end_line();
+        return;
     }
+    let cannot_decode = |lines: &mut Lines| {
+        lines.end_line();
+        lines.push_line("Can't decode packet");
+    };
     let args = match Value::from_bytes(&Bytes::copy_from_slice(body)) {
         Ok(Value::Array(args)) => args,
-        _ => {
-            lines.push("Can't decode packet".to_owned());
-            return lines;
-        }
+        _ => return cannot_decode(lines),
     };
+    // Lines after the first: a node table or an error text.
+    let mut table = None;
+    let mut extra = None;
     let args = match name {
-        "NotifyNodeInformation" => {
-            let (timestamp, extra) = match args.as_slice() {
-                [timestamp, Value::Array(nodes)] => (timestamp.clone(), node_list(nodes)),
-                _ => {
-                    lines.push("Can't decode packet".to_owned());
-                    return lines;
-                }
-            };
-            lines.extend(extra);
-            vec![timestamp]
-        }
-        "Error" => {
-            match args.as_slice() {
-                [code, message] => lines.push(format!("{} ({})", py_str(code), py_repr(message))),
-                _ => lines.push("Can't decode packet".to_owned()),
+        "NotifyNodeInformation" => match args.as_slice() {
+            [timestamp, Value::Array(nodes)] => {
+                table = Some(nodes);
+                vec![timestamp.clone()]
             }
+            _ => return cannot_decode(lines),
+        },
+        "Error" => {
+            extra = Some(match args.as_slice() {
+                [code, message] => format!("{} ({})", py_str(code), py_repr(message)),
+                _ => "Can't decode packet".to_owned(),
+            });
             Vec::new()
         }
         _ if decode == Decode::Decompress => match data_path(name) {
@@ -214,104 +364,136 @@ fn packet_lines(
         _ => args,
     };
     if !args.is_empty() && decode != Decode::None {
-        lines[0].push_str(" \t| ");
-        lines[0].push_str(&py_repr(&Value::Array(args)));
+        lines.text.push_str(" \t| ");
+        write_repr(&Value::Array(args), &mut lines.text);
     }
-    lines
+    lines.end_line();
+    if let Some(nodes) = table {
+        node_list(nodes, lines);
+    }
+    if let Some(line) = extra {
+        lines.push_line(&line);
+    }
 }
 
 /// NEO/py's node-list table: sorted by NID (nodes without one last, by address), columns
-/// padded to the widest value of this list.
-fn node_list(nodes: &[Value]) -> Vec<String> {
-    let mut rows: Vec<(Option<i128>, String, [String; 5])> = nodes
-        .iter()
-        .map(|node| {
-            let fields: &[Value] = match node {
-                Value::Array(fields) => fields,
-                _ => &[],
-            };
-            let field = |i: usize| fields.get(i).cloned().unwrap_or(Value::Nil);
-            let nid = match field(2) {
-                Value::Int(n) => Some(n),
-                _ => None,
-            };
-            let address = format_address(&field(1));
-            let timestamp = match field(4) {
-                Value::F64(t) if t != 0.0 => utc_datetime(t),
-                Value::Nil => "None".to_owned(),
-                other => py_str(&other),
-            };
-            let columns = [
-                nid.map_or_else(|| "None".to_owned(), |n| uuid_str(n as i64)),
-                py_str(&field(0)),
-                address.clone(),
-                py_str(&field(3)),
-                timestamp,
-            ];
-            (nid, address, columns)
-        })
-        .collect();
+/// padded to the widest value of this list. Cells are written into one scratch buffer.
+fn node_list(nodes: &[Value], lines: &mut Lines) {
+    let Lines {
+        cells, rows, utc, ..
+    } = lines;
+    cells.clear();
+    rows.clear();
+    for node in nodes {
+        let fields: &[Value] = match node {
+            Value::Array(fields) => fields,
+            _ => &[],
+        };
+        let field = |i: usize| fields.get(i).unwrap_or(&Value::Nil);
+        let nid = match field(2) {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        };
+        let mut spans = [(0, 0); 5];
+        let mut cell = |index: usize, cells: &mut String, write: &mut dyn FnMut(&mut String)| {
+            let start = cells.len();
+            write(cells);
+            spans[index] = (start, cells.len());
+        };
+        cell(0, cells, &mut |out| match nid {
+            Some(n) => push_uuid(out, n as i64),
+            None => out.push_str("None"),
+        });
+        cell(1, cells, &mut |out| push_py_str(field(0), out));
+        cell(2, cells, &mut |out| push_address(field(1), out));
+        cell(3, cells, &mut |out| push_py_str(field(3), out));
+        cell(4, cells, &mut |out| match field(4) {
+            Value::F64(t) if *t != 0.0 => utc.push(*t, out),
+            Value::Nil => out.push_str("None"),
+            other => push_py_str(other, out),
+        });
+        rows.push((nid, spans));
+    }
+    let text = |span: (usize, usize)| &cells[span.0..span.1];
     rows.sort_by(|a, b| match (a.0, b.0) {
         (Some(x), Some(y)) => x.cmp(&y),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.1.cmp(&b.1),
+        (None, None) => text(a.1[2]).cmp(text(b.1[2])),
     });
-    let widths: Vec<usize> = (0..4)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.2[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    rows.iter()
-        .map(|(_, _, c)| {
-            format!(
-                " ! {:<w0$} | {:<w1$} | {:<w2$} | {:<w3$} | {}",
-                c[0],
-                c[1],
-                c[2],
-                c[3],
-                c[4],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            )
-        })
-        .collect()
+    let mut widths = [0; 4];
+    for (i, width) in widths.iter_mut().enumerate() {
+        *width = rows
+            .iter()
+            .map(|(_, spans)| text(spans[i]).chars().count())
+            .max()
+            .unwrap_or(0);
+    }
+    for (_, spans) in rows.iter() {
+        lines.text.push_str(" ! ");
+        for (i, width) in widths.iter().enumerate() {
+            push_padded(&mut lines.text, text(spans[i]), *width);
+            lines.text.push_str(" | ");
+        }
+        lines.text.push_str(text(spans[4]));
+        lines.ends.push(lines.text.len());
+    }
 }
 
-fn format_address(value: &Value) -> String {
-    match value {
-        Value::Array(parts) => match parts.as_slice() {
+fn push_address(value: &Value, out: &mut String) {
+    if let Value::Array(parts) = value {
+        match parts.as_slice() {
             [Value::Bin(host), Value::Int(port)] => {
                 let host = String::from_utf8_lossy(host);
-                if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
+                let bracket = host.contains(':');
+                if bracket {
+                    out.push('[');
                 }
+                out.push_str(&host);
+                if bracket {
+                    out.push(']');
+                }
+                out.push(':');
+                push_int(out, *port);
             }
-            _ => py_repr(value),
-        },
-        _ => String::new(),
+            _ => write_repr(value, out),
+        }
     }
 }
 
-/// Python's `str(datetime.utcfromtimestamp(t))`: microseconds rounded, shown if not zero.
-fn utc_datetime(timestamp: f64) -> String {
-    let mut seconds = timestamp.floor() as i64;
-    let mut micros = ((timestamp - timestamp.floor()) * 1e6).round_ties_even() as i64;
-    if micros >= 1_000_000 {
-        seconds += 1;
-        micros -= 1_000_000;
-    }
-    match chrono::DateTime::from_timestamp(seconds, 0) {
-        Some(time) if micros != 0 => format!("{}.{micros:06}", time.format("%Y-%m-%d %H:%M:%S")),
-        Some(time) => time.format("%Y-%m-%d %H:%M:%S").to_string(),
-        None => py_float(timestamp),
+/// Python's `str(datetime.utcfromtimestamp(t))`, with the text of the last second kept.
+#[derive(Default)]
+struct UtcCache {
+    second: Option<i64>,
+    /// `%Y-%m-%d %H:%M:%S` of `second`, or empty if out of chrono's range.
+    text: String,
+}
+
+impl UtcCache {
+    /// Appends the date of `timestamp`: microseconds rounded, shown if not zero.
+    fn push(&mut self, timestamp: f64, out: &mut String) {
+        let mut seconds = timestamp.floor() as i64;
+        let mut micros = ((timestamp - timestamp.floor()) * 1e6).round_ties_even() as i64;
+        if micros >= 1_000_000 {
+            seconds += 1;
+            micros -= 1_000_000;
+        }
+        if self.second != Some(seconds) {
+            self.second = Some(seconds);
+            self.text.clear();
+            if let Some(time) = chrono::DateTime::from_timestamp(seconds, 0) {
+                let _ = write!(self.text, "{}", time.format("%Y-%m-%d %H:%M:%S"));
+            }
+        }
+        if self.text.is_empty() {
+            out.push_str(&py_float(timestamp));
+            return;
+        }
+        out.push_str(&self.text);
+        if micros != 0 {
+            out.push('.');
+            push_zero_padded(out, micros as u64, 6, 10);
+        }
     }
 }
 
@@ -352,12 +534,36 @@ fn decompress_at(mut args: Vec<Value>, path: &[usize]) -> Vec<Value> {
 
 /// Python's `str()` of a decoded value: enums print their name.
 fn py_str(value: &Value) -> String {
+    let mut out = String::new();
+    push_py_str(value, &mut out);
+    out
+}
+
+fn push_py_str(value: &Value, out: &mut String) {
     match value {
-        Value::Enum(e) => e
-            .qualified_name()
-            .split_once('.')
-            .map_or_else(String::new, |(_, m)| m.to_owned()),
-        other => py_repr(other),
+        Value::Enum(e) => out.push_str(enum_member(e)),
+        other => write_repr(other, out),
+    }
+}
+
+/// The member name of an enum value, e.g. `RUNNING` for `NodeStates.RUNNING`.
+fn enum_member(value: &EnumValue) -> &'static str {
+    match *value {
+        EnumValue::CellState(v) => v.py_name(),
+        EnumValue::ClusterState(v) => v.py_name(),
+        EnumValue::ErrorCode(v) => v.py_name(),
+        EnumValue::NodeState(v) => v.py_name(),
+        EnumValue::NodeType(v) => v.py_name(),
+    }
+}
+
+/// An integer as Python prints it.
+fn push_int(out: &mut String, n: i128) {
+    match u64::try_from(n) {
+        Ok(n) => push_zero_padded(out, n, 1, 10),
+        Err(_) => {
+            let _ = write!(out, "{n}");
+        }
     }
 }
 
@@ -373,9 +579,7 @@ fn write_repr(value: &Value, out: &mut String) {
         Value::Nil => out.push_str("None"),
         Value::Bool(true) => out.push_str("True"),
         Value::Bool(false) => out.push_str("False"),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::Int(i) => push_int(out, *i),
         Value::F64(f) => out.push_str(&py_float(*f)),
         Value::Bin(b) => py_bytes(b, out),
         Value::Str(s) => py_text(s, out),
@@ -405,9 +609,7 @@ fn write_repr(value: &Value, out: &mut String) {
             out.push('}');
         }
         Value::Enum(e) => {
-            let name = e.qualified_name();
-            let member = name.split_once('.').map_or(name.as_str(), |(_, m)| m);
-            let _ = write!(out, "<EnumItem {member} ({})>", e.value());
+            let _ = write!(out, "<EnumItem {} ({})>", enum_member(e), e.value());
         }
     }
 }
