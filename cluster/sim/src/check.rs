@@ -16,6 +16,12 @@
 //!   primary): a new primary starts after the last committed TID.
 //!
 //! A violation is reported once, when it starts to hold.
+//!
+//! Not a violation but recorded ([`Checker::stale_restarts`]): a primary leaving
+//! RECOVERING with an older partition table than one the cluster already ran with. NEO
+//! (like NEO/py) restarts automatically after losing operation from the newest table
+//! among the storages present, so a storage that missed changes while it was away can
+//! bring back an old table and the commits made without it are lost (no quorum).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +40,11 @@ pub struct Checker {
     not_operational: BTreeSet<NodeId>,
     /// The greatest TID acknowledged to a committing client, and by which node.
     last_acked: Option<(Tid, NodeId)>,
+    /// The newest ptid a reigning master ran with.
+    newest_running_ptid: Option<u64>,
+    /// Per master: the ptid of the last table a storage gave it in recovery.
+    loaded_ptid: BTreeMap<NodeId, Option<u64>>,
+    stale_restarts: Vec<String>,
 }
 
 impl Checker {
@@ -48,6 +59,15 @@ impl Checker {
             .get(sent.from.0)
             .and_then(|(_, n)| *n)
             .is_some_and(|n| n.as_any().is::<Master>());
+        if let Packet::AnswerPartitionTable(p) = sent.packet {
+            let to_master = nodes
+                .get(sent.to.0)
+                .and_then(|(_, n)| *n)
+                .is_some_and(|n| n.as_any().is::<Master>());
+            if to_master {
+                self.loaded_ptid.insert(sent.to, p.ptid);
+            }
+        }
         if !from_master {
             return;
         }
@@ -104,7 +124,8 @@ impl Checker {
             .filter(|(_, m)| m.is_primary() && m.cluster_state() != ClusterState::Recovering)
             .map(|(id, _)| *id)
             .collect();
-        for &new in reigning.difference(&self.reigning) {
+        let new_reigns: Vec<NodeId> = reigning.difference(&self.reigning).copied().collect();
+        for &new in &new_reigns {
             for &other in &reigning {
                 if other != new && !blocked(new, other) {
                     violations.push(format!(
@@ -139,5 +160,27 @@ impl Checker {
             }
         }
         self.not_operational = not_operational;
+
+        for &id in &new_reigns {
+            let loaded = self.loaded_ptid.get(&id).copied().flatten();
+            if loaded.is_some() && loaded < self.newest_running_ptid {
+                self.stale_restarts.push(format!(
+                    "t={now:.4} node {} left RECOVERING with a table of ptid {loaded:?} read \
+                     from a storage, the cluster ran with ptid {:?} before",
+                    id.0, self.newest_running_ptid
+                ));
+            }
+        }
+        for (id, master) in &masters {
+            if self.reigning.contains(id) && master.cluster_state() == ClusterState::Running {
+                let ptid = master.partition_table().ptid();
+                self.newest_running_ptid = self.newest_running_ptid.max(ptid);
+            }
+        }
+    }
+
+    /// Restarts from an older partition table seen so far (see the module documentation).
+    pub fn stale_restarts(&self) -> &[String] {
+        &self.stale_restarts
     }
 }

@@ -343,7 +343,7 @@ impl Workload {
         self.txn = None;
         self.waiting = None;
         if !self.stopping {
-            self.wake_at = Some(self.now + 0.02 + 0.3 * self.rng.unit());
+            self.wake_at = Some(self.now + 0.05 + 0.3 * self.rng.unit());
         }
     }
 

@@ -504,6 +504,12 @@ impl World {
         &self.violations
     }
 
+    /// Restarts of the cluster from an older partition table (a NEO hazard, not a
+    /// violation: see [`crate::check`]).
+    pub fn stale_restarts(&self) -> &[String] {
+        self.checker.stale_restarts()
+    }
+
     /// Fails with the violations and the recent trace, if any.
     pub fn assert_no_violations(&self) {
         if !self.violations.is_empty() {
