@@ -15,6 +15,10 @@
 //!   carries a TID greater than every one acknowledged before (by it or by an earlier
 //!   primary): a new primary starts after the last committed TID.
 //!
+//! - **No commit without a lock.** A master acknowledges a commit
+//!   (AnswerTransactionFinished) only after at least one storage answered
+//!   AnswerInformationLocked for that TTID: otherwise no storage holds the commit point.
+//!
 //! A violation is reported once, when it starts to hold.
 //!
 //! Not a violation but recorded ([`Checker::stale_restarts`]): a primary leaving
@@ -40,6 +44,8 @@ pub struct Checker {
     not_operational: BTreeSet<NodeId>,
     /// The greatest TID acknowledged to a committing client, and by which node.
     last_acked: Option<(Tid, NodeId)>,
+    /// TTIDs some storage answered AnswerInformationLocked for.
+    locked: BTreeSet<Tid>,
     /// The newest ptid a reigning master ran with.
     newest_running_ptid: Option<u64>,
     /// Per master: the ptid of the last table a storage gave it in recovery.
@@ -59,6 +65,9 @@ impl Checker {
             .get(sent.from.0)
             .and_then(|(_, n)| *n)
             .is_some_and(|n| n.as_any().is::<Master>());
+        if let Packet::AnswerInformationLocked(p) = sent.packet {
+            self.locked.insert(p.ttid);
+        }
         if let Packet::AnswerPartitionTable(p) = sent.packet {
             let to_master = nodes
                 .get(sent.to.0)
@@ -88,6 +97,13 @@ impl Checker {
                 self.ptid_sent.insert(sent.link, Some(p.ptid));
             }
             Packet::AnswerTransactionFinished(p) => {
+                if !self.locked.contains(&p.ttid) {
+                    violations.push(format!(
+                        "t={now:.4} node {} acknowledged commit {:?} of ttid {:?} without any \
+                         storage locking it",
+                        sent.from.0, p.tid, p.ttid
+                    ));
+                }
                 if let Some((last, by)) = self.last_acked {
                     if p.tid <= last {
                         violations.push(format!(
