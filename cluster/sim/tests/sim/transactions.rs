@@ -296,6 +296,12 @@ const KNOWN_BUGS: &[(&str, &str)] = &[
         "without any storage locking it",
         "commit_acknowledged_after_its_only_locker_died",
     ),
+    // Root causes not found yet (see the tests' documentation).
+    ("load of", "load_returns_a_revision_older_than_its_snapshot"),
+    (
+        "replicas differ",
+        "replica_misses_an_object_record_after_the_faults",
+    ),
 ];
 
 #[test]
@@ -354,14 +360,10 @@ fn random_transactions_keep_invariants() {
     }
 }
 
-/// Replays a seed that must fail with a known bug's text, showing the report.
-fn expect_bug(seed: u64, text: &str) {
-    match run_seed(seed, 400, true) {
-        Ok(_) => {}
-        Err(report) => {
-            assert!(!report.contains(text), "{report}");
-            panic!("{report}");
-        }
+/// Replays a seed that fails with a known bug (the test passes once it is fixed).
+fn expect_bug(seed: u64) {
+    if let Err(report) = run_seed(seed, 400, true) {
+        panic!("{report}");
     }
 }
 
@@ -373,7 +375,7 @@ fn expect_bug(seed: u64, text: &str) {
 #[test]
 #[ignore = "bug: storage exits on ValidateTransaction for a transaction it holds only objects of (MemoryBackend::lock_transaction requires a ttrans row)"]
 fn validate_transaction_on_objects_only_storage_kills_it() {
-    expect_bug(7, "cannot lock unknown transaction");
+    expect_bug(7);
 }
 
 /// s1 is down; the master sends AskLockInformation to s0, the only storage involved,
@@ -386,7 +388,29 @@ fn validate_transaction_on_objects_only_storage_kills_it() {
 #[test]
 #[ignore = "bug: master acknowledges a commit after its only locking storage died (no storage holds it)"]
 fn commit_acknowledged_after_its_only_locker_died() {
-    expect_bug(91, "without any storage locking it");
+    expect_bug(91);
+}
+
+/// Seeds 454 (`Load`) and 733 (`LoadBefore`): after storages and masters were killed
+/// and restarted, a load returns a revision older than one committed at or before the
+/// snapshot it used (the client's last TID when asked). Not diagnosed yet: suspects are
+/// the client's cache keeping a current entry across a reconnection, or a read served
+/// by a cell that missed transactions.
+#[test]
+#[ignore = "bug (not diagnosed): a load returns a revision older than its snapshot after faults"]
+fn load_returns_a_revision_older_than_its_snapshot() {
+    expect_bug(454);
+    expect_bug(733);
+}
+
+/// Seed 693: after the faults are repaired and the cluster settled, two UP_TO_DATE
+/// replicas of a partition differ: one lacks the object records of some committed
+/// transactions whose metadata it has (replication or unlock on one node). Not
+/// diagnosed yet.
+#[test]
+#[ignore = "bug (not diagnosed): an UP_TO_DATE replica misses object records of committed transactions"]
+fn replica_misses_an_object_record_after_the_faults() {
+    expect_bug(693);
 }
 
 #[test]
