@@ -470,7 +470,11 @@ impl<B: Backend> Storage<B> {
                 }
             }
             let partition = check.partition;
-            warn!("partition {partition}: replicas differ on {corrupted:?}");
+            let names: Vec<String> = corrupted.iter().map(Nid::to_string).collect();
+            warn!(
+                "partition {partition}: replicas differ on {}",
+                names.join(", ")
+            );
             if let Some(master) = master {
                 out.notify(
                     master,

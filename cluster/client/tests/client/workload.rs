@@ -70,6 +70,27 @@ struct Simple {
 
 impl Simple {
     fn start() -> Simple {
+        let name = format!("workload_{}", free_port().port());
+        Simple::start_in(tempfile::tempdir().unwrap(), name)
+    }
+
+    fn start_in(dir: tempfile::TempDir, name: String) -> Simple {
+        let mut simple = Simple {
+            child: None,
+            dir,
+            name,
+            master: String::new(),
+            admin: String::new(),
+            lines: Lines::default(),
+            restarted: None,
+        };
+        simple.launch();
+        simple
+    }
+
+    /// Starts neosimple on the databases of `dir` (created if absent) and reads where
+    /// the cluster is from what it prints; its stderr (and its daemons') goes to `lines`.
+    fn launch(&mut self) {
         let bin = bin_dir();
         if !bin.join("neoctl").exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -79,18 +100,16 @@ impl Simple {
                 .expect("run cargo build");
             assert!(status.success(), "cannot build neoctl");
         }
-        let dir = tempfile::tempdir().unwrap();
-        let name = format!("workload_{}", free_port().port());
         let mut child = Command::new(bin.join("neosimple"))
-            .args(["--temp_dir", dir.path().to_str().unwrap()])
+            .args(["--temp_dir", self.dir.path().to_str().unwrap()])
             .args(["--partitions", &PARTITIONS.to_string(), "--replicas", "1"])
-            .args(["--name", &name, "-v", "db_a", "db_b"])
+            .args(["--name", &self.name, "-v", "db_a", "db_b"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start neosimple");
-        let lines = Lines::default();
-        collect(child.stderr.take().unwrap(), lines.clone());
+        self.lines = Lines::default();
+        collect(child.stderr.take().unwrap(), self.lines.clone());
         let (mut master, mut admin) = (None, None);
         for line in BufReader::new(child.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
@@ -105,15 +124,9 @@ impl Simple {
                 break;
             }
         }
-        Simple {
-            child: Some(child),
-            dir,
-            name,
-            master: master.expect("neosimple printed the ZODB URL"),
-            admin: admin.expect("neosimple printed the admin address"),
-            lines,
-            restarted: None,
-        }
+        self.child = Some(child);
+        self.master = master.expect("neosimple printed the ZODB URL");
+        self.admin = admin.expect("neosimple printed the admin address");
     }
 
     fn config(&self) -> ClientConfig {
@@ -465,4 +478,62 @@ fn a_killed_storage_catches_up_and_replicas_check_equal_under_load() {
             lb.difference(&la).collect::<Vec<_>>()
         );
     }
+}
+
+#[test]
+fn neoctl_check_reports_a_damaged_replica() {
+    let mut simple = Simple::start();
+    let client = Client::connect(simple.config()).expect("connect to the cluster");
+    let oids: Vec<Oid> = (0..OBJECTS).map(|_| client.new_oid().unwrap()).collect();
+    for round in 0..3u8 {
+        let ttid = client.tpc_begin(None, meta("fill")).unwrap();
+        for &oid in &oids {
+            let serial = match client.load(oid) {
+                Ok((_, serial)) => serial,
+                Err(_) => Tid::ZERO,
+            };
+            client
+                .store(ttid, oid, serial, Bytes::from(vec![b'a' + round; 10]))
+                .unwrap();
+        }
+        client.tpc_vote(ttid).unwrap();
+        client.tpc_finish(ttid).unwrap();
+    }
+    client.close();
+    simple.stop();
+    // One object record disappears from the second storage's database.
+    let database = simple.database("db_b");
+    let status = Command::new("sqlite3")
+        .arg(&database)
+        .arg("DELETE FROM obj WHERE tid = (SELECT MAX(tid) FROM obj) AND oid = (SELECT MIN(oid) FROM obj)")
+        .status()
+        .expect("run sqlite3");
+    assert!(status.success());
+    assert_ne!(dump(&database), dump(&simple.database("db_a")));
+    // The same cluster again, on the same databases.
+    simple.launch();
+    simple.neoctl(&["check", ":"]);
+    // The partition of that object is reported (both nodes: there is no reference);
+    // the others are found equal.
+    let partition = oids[0].0 % u64::from(PARTITIONS);
+    wait_for(
+        "the damaged partition to be reported",
+        Duration::from_secs(60),
+        || {
+            simple
+                .log_has(&format!("partition {partition} is corrupted on"))
+                .then_some(())
+        },
+    );
+    wait_for(
+        "the other partitions checked",
+        Duration::from_secs(60),
+        || {
+            (0..PARTITIONS)
+                .filter(|p| u64::from(*p) != partition)
+                .all(|p| simple.log_has(&format!("partition {p} checked")))
+                .then_some(())
+        },
+    );
+    assert!(!simple.log_has(&format!("partition {partition} checked")));
 }
