@@ -10,7 +10,6 @@
 //! every row; the file is memory-mapped; and [`LogReader::next_ref`] lends each record rather
 //! than handing over a copy.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -101,7 +100,8 @@ struct Stream {
 /// (a live writer adds a row in the same transaction as the first record using it).
 #[derive(Default)]
 struct Nodes {
-    rows: HashMap<i64, NodeRef>,
+    /// Sorted by id; a log has a handful of identities, looked up on every row.
+    rows: Vec<(i64, NodeRef)>,
 }
 
 /// The packet names of each protocol row, by date.
@@ -500,22 +500,33 @@ impl Record {
 
 impl Nodes {
     fn get(&mut self, db: &Connection, id: i64) -> rusqlite::Result<&NodeRef> {
-        if !self.rows.contains_key(&id) {
-            self.rows.clear();
-            let mut statement = db.prepare_cached("SELECT id, name, cluster, nid FROM node")?;
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
-                let node = NodeRef {
-                    name: row.get(1)?,
-                    cluster: row.get(2)?,
-                    nid: row.get(3)?,
-                };
-                self.rows.insert(row.get(0)?, node);
+        let index = match self.rows.binary_search_by_key(&id, |(id, _)| *id) {
+            Ok(index) => index,
+            Err(_) => {
+                self.rows.clear();
+                let mut statement =
+                    db.prepare_cached("SELECT id, name, cluster, nid FROM node ORDER BY id")?;
+                let mut rows = statement.query([])?;
+                while let Some(row) = rows.next()? {
+                    let node = NodeRef {
+                        name: row.get(1)?,
+                        cluster: row.get(2)?,
+                        nid: row.get(3)?,
+                    };
+                    self.rows.push((row.get(0)?, node));
+                }
+                // An id without a row reads as the LEFT JOIN did: nothing known. It is kept
+                // so that the table is not read again for every such record of this pass.
+                match self.rows.binary_search_by_key(&id, |(id, _)| *id) {
+                    Ok(index) => index,
+                    Err(index) => {
+                        self.rows.insert(index, (id, NodeRef::default()));
+                        index
+                    }
+                }
             }
-        }
-        // An id without a row reads as the LEFT JOIN would: nothing known. It is kept so
-        // that the table is not read again for every such record of this pass.
-        Ok(self.rows.entry(id).or_default())
+        };
+        Ok(&self.rows[index].1)
     }
 }
 
@@ -524,14 +535,13 @@ impl Nodes {
 // would.
 
 fn set_text(out: &mut String, row: &Row<'_>, index: usize) -> rusqlite::Result<()> {
-    if let ValueRef::Text(bytes) = row.get_ref(index)? {
-        if let Ok(text) = std::str::from_utf8(bytes) {
+    match text_ref(row.get_ref(index)?) {
+        Some(text) => {
             out.clear();
             out.push_str(text);
-            return Ok(());
         }
+        None => *out = row.get(index)?,
     }
-    *out = row.get(index)?;
     Ok(())
 }
 
@@ -540,12 +550,25 @@ fn set_optional_text(
     row: &Row<'_>,
     index: usize,
 ) -> rusqlite::Result<()> {
-    match (row.get_ref(index)?, out.as_mut()) {
-        (ValueRef::Null, _) => *out = None,
-        (ValueRef::Text(_), Some(text)) => set_text(text, row, index)?,
-        _ => *out = row.get(index)?,
+    let value = row.get_ref(index)?;
+    match (text_ref(value), out.as_mut()) {
+        (Some(text), Some(out)) => {
+            out.clear();
+            out.push_str(text);
+        }
+        (Some(text), None) => *out = Some(text.to_owned()),
+        (None, _) if value == ValueRef::Null => *out = None,
+        (None, _) => *out = row.get(index)?,
     }
     Ok(())
+}
+
+/// A value that `row.get::<String>` would accept as it is.
+fn text_ref(value: ValueRef<'_>) -> Option<&str> {
+    match value {
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    }
 }
 
 fn set_optional_blob(
@@ -576,7 +599,10 @@ fn set_message(out: &mut String, row: &Row<'_>, index: usize) -> rusqlite::Resul
         ValueRef::Real(f) => {
             let _ = write!(out, "{f}");
         }
-        ValueRef::Text(t) | ValueRef::Blob(t) => out.push_str(&String::from_utf8_lossy(t)),
+        ValueRef::Text(t) | ValueRef::Blob(t) => match std::str::from_utf8(t) {
+            Ok(text) => out.push_str(text),
+            Err(_) => out.push_str(&String::from_utf8_lossy(t)),
+        },
     }
     Ok(())
 }

@@ -193,7 +193,7 @@ impl Renderer {
         let fraction = ((date - date.trunc()) * 10000.0) as u32;
         self.prefix.push_str(&self.cached_date);
         self.prefix.push('.');
-        push_zero_padded(&mut self.prefix, u64::from(fraction), 4, 10);
+        push_zero_padded::<10>(&mut self.prefix, u64::from(fraction), 4);
         self.prefix.push(' ');
     }
 }
@@ -231,27 +231,31 @@ fn push_line(out: &mut String, color: Option<&str>, prefix: &str, line: &str) {
 /// `{text:<width}`: padded with spaces to `width` characters.
 fn push_padded(out: &mut String, text: &str, width: usize) {
     out.push_str(text);
-    for _ in text.chars().count()..width {
+    // Counting characters one by one is slow on the short texts met here.
+    let chars = if text.is_ascii() {
+        text.len()
+    } else {
+        text.chars().count()
+    };
+    for _ in chars..width {
         out.push(' ');
     }
 }
 
 /// `{n:0width$}` in base 10 or `{n:0width$x}` in base 16, without the formatting machinery,
-/// which costs more than the rest of a line.
-fn push_zero_padded(out: &mut String, mut n: u64, width: usize, base: u64) {
-    let mut digits = [0u8; 20];
+/// which costs more than the rest of a line. The base is a constant so that dividing by it
+/// compiles to a multiplication.
+fn push_zero_padded<const BASE: u64>(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 24];
     let mut start = digits.len();
     while n > 0 || start == digits.len() {
         start -= 1;
-        digits[start] = b"0123456789abcdef"[(n % base) as usize];
-        n /= base;
+        digits[start] = b"0123456789abcdef"[(n % BASE) as usize];
+        n /= BASE;
     }
-    for _ in digits.len() - start..width {
-        out.push('0');
-    }
-    for &d in &digits[start..] {
-        out.push(d as char);
-    }
+    start = start.min(digits.len().saturating_sub(width));
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 /// The node column: the NID text (with `-C`, `cluster/NID`), else the logger name.
@@ -286,10 +290,10 @@ fn push_uuid(out: &mut String, nid: i64) {
         -0x10 => 'M',
         -0x20 => 'C',
         -0x30 => 'A',
-        _ => return push_zero_padded(out, u64::from(nid as u32), 8, 16),
+        _ => return push_zero_padded::<16>(out, u64::from(nid as u32), 8),
     };
     out.push(letter);
-    push_zero_padded(out, (nid & 0xff_ffff) as u64, 1, 10);
+    push_zero_padded::<10>(out, (nid & 0xff_ffff) as u64, 1);
 }
 
 /// The lines of a packet: `#0xID Name peer` (with `-a`, its arguments after ` \t| `), then
@@ -306,7 +310,7 @@ fn packet_lines(
     let text = &mut lines.text;
     text.push_str("#0x");
     match u64::try_from(msg_id) {
-        Ok(id) => push_zero_padded(text, id, 4, 16),
+        Ok(id) => push_zero_padded::<16>(text, id, 4),
         Err(_) => {
             let _ = write!(text, "{msg_id:04x}");
         }
@@ -492,7 +496,7 @@ impl UtcCache {
         out.push_str(&self.text);
         if micros != 0 {
             out.push('.');
-            push_zero_padded(out, micros as u64, 6, 10);
+            push_zero_padded::<10>(out, micros as u64, 6);
         }
     }
 }
@@ -560,7 +564,7 @@ fn enum_member(value: &EnumValue) -> &'static str {
 /// An integer as Python prints it.
 fn push_int(out: &mut String, n: i128) {
     match u64::try_from(n) {
-        Ok(n) => push_zero_padded(out, n, 1, 10),
+        Ok(n) => push_zero_padded::<10>(out, n, 1),
         Err(_) => {
             let _ = write!(out, "{n}");
         }
