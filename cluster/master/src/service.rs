@@ -171,7 +171,6 @@ impl Master {
 
     /// A storage's connection is gone (cluster.md 2.10, "storage lost").
     pub(crate) fn storage_lost(&mut self, now: Time, out: &mut Outbox, nid: Nid) {
-        self.storage_lost_transactions(now, out, nid);
         self.starting.remove(&nid);
         self.ready.remove(&nid);
         self.updatable.retain(|(_, n)| *n != nid);
@@ -180,6 +179,7 @@ impl Master {
             return;
         }
         let Some(entry) = self.nodes.get_mut(nid) else {
+            self.storage_lost_transactions(now, out, nid);
             return;
         };
         if entry.state == NodeState::Pending {
@@ -187,6 +187,7 @@ impl Master {
             let info = entry.info();
             self.nodes.remove(nid);
             self.broadcast_nodes(out, now, &[info]);
+            self.storage_lost_transactions(now, out, nid);
             return;
         }
         entry.state = NodeState::Down;
@@ -202,9 +203,13 @@ impl Master {
         let must_leave = !self.operational()
             || (self.cluster_state == ClusterState::Verifying && self.truncate_tid.is_some());
         if must_leave && !self.stopping {
+            // Before any transaction stops waiting for this node: one it was the last to
+            // lock must not be acknowledged (leaving service forgets them all).
             tracing::warn!("the partition table is not operational any more: back to recovery");
             self.leave_service(now, out, None);
+            return;
         }
+        self.storage_lost_transactions(now, out, nid);
     }
 
     /// Leaves service (cluster.md 2.2 step 2.5): storages and clients are stopped, running

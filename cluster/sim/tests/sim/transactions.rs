@@ -288,14 +288,6 @@ fn concurrent_commits_without_faults_keep_history() {
 /// (text of the failure report, pinned test). A seed failing only with one of them is
 /// counted and printed, not failed, so that the loop keeps guarding everything else.
 const KNOWN_BUGS: &[(&str, &str)] = &[
-    (
-        "cannot lock unknown transaction",
-        "validate_transaction_on_objects_only_storage_kills_it",
-    ),
-    (
-        "without any storage locking it",
-        "commit_acknowledged_after_its_only_locker_died",
-    ),
     // Root causes not found yet (see the tests' documentation).
     ("load of", "load_returns_a_revision_older_than_its_snapshot"),
     (
@@ -360,7 +352,7 @@ fn random_transactions_keep_invariants() {
     }
 }
 
-/// Replays a seed that fails with a known bug (the test passes once it is fixed).
+/// Replays a seed that failed with a bug (the test passes once it is fixed).
 fn expect_bug(seed: u64) {
     if let Err(report) = run_seed(seed, 400, true) {
         panic!("{report}");
@@ -368,25 +360,22 @@ fn expect_bug(seed: u64) {
 }
 
 /// A storage that holds only objects of a transaction (its metadata is on another
-/// node: voted with AskVoteTransaction) gets ValidateTransaction in verification;
-/// `MemoryBackend::lock_transaction` fails on a TTID without a `ttrans` row and the
-/// storage exits ("backend failure: cannot lock unknown transaction"), so the cluster
-/// never settles. NEO/py's lockTransaction is an UPDATE that then touches no row.
+/// node: voted with AskVoteTransaction) gets ValidateTransaction in verification; it
+/// used to exit because `MemoryBackend::lock_transaction` required a `ttrans` row
+/// (NEO/py's lockTransaction is an UPDATE that then touches no row).
 #[test]
-#[ignore = "bug: storage exits on ValidateTransaction for a transaction it holds only objects of (MemoryBackend::lock_transaction requires a ttrans row)"]
 fn validate_transaction_on_objects_only_storage_kills_it() {
     expect_bug(7);
 }
 
 /// s1 is down; the master sends AskLockInformation to s0, the only storage involved,
-/// and s0 is killed before it arrives. Losing s0 removes it from the transaction's
-/// lockers, which leaves none: the master acknowledges the commit
-/// (AnswerTransactionFinished, InvalidateObjects) and only then stops operation. No
-/// storage has the transaction, so the acknowledged commit is lost (NEO/py stops
+/// and s0 is killed before it arrives. Losing s0 used to remove it from the
+/// transaction's lockers, which left none: the master acknowledged the commit
+/// (AnswerTransactionFinished, InvalidateObjects) and only then stopped operation. No
+/// storage had the transaction, so the acknowledged commit was lost (NEO/py stops
 /// operation before forgetting the storage in the transaction manager, so it never
-/// commits with no locker).
+/// commits with no locker; so do we now).
 #[test]
-#[ignore = "bug: master acknowledges a commit after its only locking storage died (no storage holds it)"]
 fn commit_acknowledged_after_its_only_locker_died() {
     expect_bug(91);
 }
