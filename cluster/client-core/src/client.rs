@@ -5,7 +5,7 @@
 //! operation has exactly one place that decides its fate. Requests to a storage whose
 //! identification is not yet accepted wait in that storage's queue.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use neo_node::{ConnId, Input, Node, NodeTable, Outbox, PartitionTable, Rng, Time};
 use neo_protocol::{
@@ -33,12 +33,12 @@ pub struct Client {
     nodes: NodeTable,
     pt: Option<PartitionTable>,
     master: Master,
-    storages: HashMap<Nid, StorageLink>,
+    storages: BTreeMap<Nid, StorageLink>,
     /// Which peer a connection is.
-    peers: HashMap<ConnId, Peer>,
-    pending: HashMap<(ConnId, u32), Pending>,
+    peers: BTreeMap<ConnId, Peer>,
+    pending: BTreeMap<(ConnId, u32), Pending>,
     /// Failure expiry time per storage.
-    failures: HashMap<Nid, Time>,
+    failures: BTreeMap<Nid, Time>,
     cache: Cache,
     last_tid: Option<Tid>,
     ignore_invalidations: bool,
@@ -48,9 +48,9 @@ pub struct Client {
     txns: BTreeMap<Tid, Txn>,
     /// Operations waiting for the master connection to be ready.
     waiting: Vec<(OpId, Operation)>,
-    reads: HashMap<u64, Read>,
+    reads: BTreeMap<u64, Read>,
     next_read: u64,
-    multis: HashMap<OpId, Multi>,
+    multis: BTreeMap<OpId, Multi>,
     completions: Vec<(OpId, Result<Reply, ClientError>)>,
     invalidations: Vec<Invalidation>,
 }
@@ -71,7 +71,7 @@ struct Master {
     /// The primary named by a NotPrimaryMaster redirection.
     hint: Option<protocol::Address>,
     /// Last connection attempt per master address (attempts are rate limited).
-    attempts: HashMap<protocol::Address, Time>,
+    attempts: BTreeMap<protocol::Address, Time>,
     /// The first NotifyNodeInformation after identification is a full list.
     full_list_expected: bool,
 }
@@ -259,10 +259,10 @@ impl Client {
             nodes: NodeTable::new(),
             pt: None,
             master: Master::default(),
-            storages: HashMap::new(),
-            peers: HashMap::new(),
-            pending: HashMap::new(),
-            failures: HashMap::new(),
+            storages: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            failures: BTreeMap::new(),
             cache,
             last_tid: None,
             ignore_invalidations: true,
@@ -271,9 +271,9 @@ impl Client {
             asking_oids: false,
             txns: BTreeMap::new(),
             waiting: Vec::new(),
-            reads: HashMap::new(),
+            reads: BTreeMap::new(),
             next_read: 0,
-            multis: HashMap::new(),
+            multis: BTreeMap::new(),
             completions: Vec::new(),
             invalidations: Vec::new(),
         }
@@ -1573,7 +1573,7 @@ impl Client {
         }
         let reply = match multi.kind {
             MultiKind::History(serials) => {
-                let mut infos: HashMap<Tid, TransactionInfo> = HashMap::new();
+                let mut infos: BTreeMap<Tid, TransactionInfo> = BTreeMap::new();
                 for packet in multi.answers {
                     if let Packet::AnswerTransactionInformation(p) = packet {
                         infos.insert(p.tid, transaction_info(p));
@@ -2099,8 +2099,11 @@ impl Client {
             Phase::Finishing(op) | Phase::Recovering(op) => op,
             _ => return,
         };
+        // A finish recovered after a reconnection (AskFinalTID) may be older than commits
+        // we already heard of: then our data is not current and the cache must not say so.
+        let superseded = self.last_tid.is_some_and(|last| tid < last);
         for (&oid, object) in &txn.objects {
-            if object.kind == ObjectKind::Check {
+            if object.kind == ObjectKind::Check || superseded {
                 continue;
             }
             self.cache.invalidate(oid, tid);
