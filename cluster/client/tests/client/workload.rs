@@ -135,24 +135,28 @@ impl Simple {
         config
     }
 
-    /// PID and arguments of the `index`th storage neosimple started, from its
-    /// `pid N: neostorage 'arg' ...` line.
-    fn storage_command(&self, index: usize) -> (u32, Vec<String>) {
-        let lines = self.lines.lock().unwrap();
-        let line = lines
-            .iter()
-            .filter(|l| l.starts_with("pid ") && l.contains(": neostorage "))
-            .nth(index)
-            .expect("neosimple printed the storage command")
-            .clone();
-        let (pid, command) = line["pid ".len()..].split_once(": neostorage ").unwrap();
-        let args = command
-            .trim()
-            .trim_matches('\'')
-            .split("' '")
-            .map(str::to_owned)
-            .collect();
-        (pid.parse().unwrap(), args)
+    /// PID and arguments of the storage neosimple started on `database`, from /proc (its
+    /// `pid N: ...` line on stderr may be interleaved with the daemons' output).
+    fn storage_command(&self, database: &str) -> (u32, Vec<String>) {
+        let neosimple = self.child.as_ref().expect("neosimple runs").id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{neosimple}/task/{neosimple}/children"))
+                .expect("list neosimple's children");
+        let wanted = self.database(database).display().to_string();
+        for pid in children.split_whitespace() {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.first().is_some_and(|p| p.ends_with("neostorage")) && args.contains(&wanted) {
+                return (pid.parse().unwrap(), args[1..].to_vec());
+            }
+        }
+        panic!("no storage of neosimple on {wanted}: children {children:?}");
     }
 
     fn neoctl(&self, args: &[&str]) -> String {
@@ -377,7 +381,7 @@ fn a_killed_storage_catches_up_and_replicas_check_equal_under_load() {
     };
 
     phase("before the kill");
-    let (pid, args) = simple.storage_command(1);
+    let (pid, args) = simple.storage_command("db_b");
     signal(pid, "KILL");
     wait_for(
         "the killed storage's cells to be OUT_OF_DATE",
