@@ -18,6 +18,7 @@ fn nodes() -> Vec<NodeInfo> {
         node(storage_nid(2), 2002, NodeState::Running, 0.6),
         node(storage_nid(3), 2003, NodeState::Running, 0.7),
         node(MASTER_NID, 1000, NodeState::Running, 0.1),
+        crate::transactions::client(1, NodeState::Running),
     ]
 }
 
@@ -202,4 +203,53 @@ fn checks_are_queued_and_refused_for_an_unknown_reference() {
     assert_eq!(asked(&router, "AskCheckTIDRange"), 4);
     assert_eq!(asked(&router, "AskCheckSerialRange"), 4);
     assert_eq!(asked(&router, "CloseClient"), 2);
+}
+
+#[test]
+fn digests_wait_for_transactions_locked_up_to_the_checked_tid() {
+    use crate::transactions::{connect_client, lock, on, store_request, stored, vote_metadata};
+    use neo_protocol::NotifyUnlockInformation;
+    const CLIENT: u64 = 500;
+    let mut router = cluster(300, |_, _| {});
+    // A transaction committing on every storage, locked at tid(302) but not unlocked.
+    let (ttid, final_tid) = (tid(301), tid(302));
+    for i in 0..3 {
+        let h = router.node(i);
+        connect_client(h, CLIENT, 1);
+        let outputs = h.packet(CLIENT, 1, store_request(7, tid(7), "locked", ttid));
+        assert_eq!(on(&outputs, CLIENT), vec![stored(None)]);
+        vote_metadata(h, CLIENT, ttid, &[7]);
+        lock(h, ttid, final_tid);
+    }
+    let outputs = router.node(0).master_sends(CheckPartition {
+        partition: 0,
+        source: CheckSource {
+            upstream_name: Default::default(),
+            address: None,
+        },
+        min_tid: Tid(0),
+        max_tid: final_tid,
+    });
+    router.route(0, outputs);
+    router.run(usize::MAX);
+    // Nobody computed anything: the check waits.
+    assert_eq!(router.node(0).storage.checking_partition(), Some(0));
+    assert_eq!(asked(&router, "AskCheckTIDRange"), 2);
+    let answers = router
+        .log
+        .iter()
+        .filter(|(_, p)| p.name() == "AnswerCheckTIDRange")
+        .count();
+    assert_eq!(answers, 0);
+    // The unlock everywhere lets it go on, the transaction included everywhere.
+    for i in 0..3 {
+        let outputs = router
+            .node(i)
+            .master_sends(NotifyUnlockInformation { ttid });
+        router.route(i, outputs);
+    }
+    router.run(usize::MAX);
+    assert_eq!(router.node(0).storage.checking_partition(), None);
+    assert!(corrupted(&mut router).is_empty());
+    assert_eq!(asked(&router, "AskCheckSerialRange"), 2);
 }

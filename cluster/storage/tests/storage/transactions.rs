@@ -114,15 +114,15 @@ fn store(
 }
 
 /// The packets sent on a connection, without msg ids.
-fn on(outputs: &[Output], conn: ConnId) -> Vec<Packet> {
+pub fn on(outputs: &[Output], conn: ConnId) -> Vec<Packet> {
     sent_on(outputs, conn).into_iter().map(|(_, p)| p).collect()
 }
 
-fn stored(conflict: Option<Tid>) -> Packet {
+pub fn stored(conflict: Option<Tid>) -> Packet {
     AnswerStoreObject { conflict }.into()
 }
 
-fn vote_metadata(h: &mut Harness, conn: ConnId, ttid: Tid, oids: &[u64]) {
+pub fn vote_metadata(h: &mut Harness, conn: ConnId, ttid: Tid, oids: &[u64]) {
     let outputs = h.packet(
         conn,
         50,
@@ -138,7 +138,7 @@ fn vote_metadata(h: &mut Harness, conn: ConnId, ttid: Tid, oids: &[u64]) {
     assert_eq!(on(&outputs, conn), vec![AnswerStoreTransaction {}.into()]);
 }
 
-fn lock(h: &mut Harness, ttid: Tid, tid: Tid) {
+pub fn lock(h: &mut Harness, ttid: Tid, tid: Tid) {
     let outputs = h.master_sends(AskLockInformation {
         ttid,
         tid,
