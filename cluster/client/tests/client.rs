@@ -1,5 +1,7 @@
 //! End-to-end tests of the blocking client against real `neomaster` and `neostorage`
-//! processes (cluster/daemons), built first if `target/debug` lacks them.
+//! processes (cluster/daemons), built first if `target/debug` lacks them. `workload`
+//! runs client threads against `neosimple` while a storage is killed and restarted, then
+//! checks the replicas with `neoctl check` (it needs `neosimple`, `neoctl` and `sqlite3`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
