@@ -867,6 +867,16 @@ impl Client {
             out.close(link.conn);
         }
         self.peers.remove(&link.conn);
+        // A storage forgets what a client stored in a transaction it has not voted when
+        // the client's connection goes (cluster.md 5.11): the node failed for those
+        // transactions, even where its stores were answered, so that the vote reports it.
+        for txn in self.txns.values_mut() {
+            if matches!(txn.phase, Phase::Open | Phase::WaitStores(_))
+                && txn.involved.contains(&nid)
+            {
+                txn.failed.insert(nid);
+            }
+        }
         for (_, pending) in link.queue {
             if let Some(pending) = pending {
                 self.dispatch(

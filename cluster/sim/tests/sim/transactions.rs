@@ -284,17 +284,11 @@ fn concurrent_commits_without_faults_keep_history() {
     assert!(total.resolutions > 0, "{total:?}");
 }
 
-/// Bugs of the node crates that the loop meets, each pinned by an ignored test below:
-/// (text of the failure report, pinned test). A seed failing only with one of them is
-/// counted and printed, not failed, so that the loop keeps guarding everything else.
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    // Root causes not found yet (see the tests' documentation).
-    ("load of", "load_returns_a_revision_older_than_its_snapshot"),
-    (
-        "replicas differ",
-        "replica_misses_an_object_record_after_the_faults",
-    ),
-];
+/// Bugs of the node crates still open, each pinned by an ignored test: (text of the
+/// failure report, pinned test). A seed failing only with one of them is counted and
+/// printed, not failed, so that the loop keeps guarding everything else. Empty: the six
+/// bugs this loop found are fixed and their seeds replayed by the tests below.
+const KNOWN_BUGS: &[(&str, &str)] = &[];
 
 #[test]
 fn random_transactions_keep_invariants() {
@@ -380,24 +374,19 @@ fn commit_acknowledged_after_its_only_locker_died() {
     expect_bug(91);
 }
 
-/// Seeds 454 (`Load`) and 733 (`LoadBefore`): after storages and masters were killed
-/// and restarted, a load returns a revision older than one committed at or before the
-/// snapshot it used (the client's last TID when asked). Not diagnosed yet: suspects are
-/// the client's cache keeping a current entry across a reconnection, or a read served
-/// by a cell that missed transactions.
+/// Seeds 454 (`Load`) and 733 (`LoadBefore`): a client whose finish was recovered with
+/// AskFinalTID after a reconnection cached its data as current although a later commit
+/// was already known, and later loads returned that older revision.
 #[test]
-#[ignore = "bug (not diagnosed): a load returns a revision older than its snapshot after faults"]
 fn load_returns_a_revision_older_than_its_snapshot() {
     expect_bug(454);
     expect_bug(733);
 }
 
-/// Seed 693: after the faults are repaired and the cluster settled, two UP_TO_DATE
-/// replicas of a partition differ: one lacks the object records of some committed
-/// transactions whose metadata it has (replication or unlock on one node). Not
-/// diagnosed yet.
+/// Seed 693: a client lost its connection to a storage after that storage answered its
+/// stores; the storage dropped them (not voted), but the client did not count the node
+/// as failed, so no FailedVote outdated it and an UP_TO_DATE replica lacked the objects.
 #[test]
-#[ignore = "bug (not diagnosed): an UP_TO_DATE replica misses object records of committed transactions"]
 fn replica_misses_an_object_record_after_the_faults() {
     expect_bug(693);
 }
