@@ -151,6 +151,9 @@ struct TxnObject {
     serial: Tid,
     /// Uncompressed data kept for the cache and conflict resolution.
     data: Option<Bytes>,
+    /// An undo's back-pointer: the cache keeps no such record (it has no room for it, and
+    /// loads must return it).
+    data_serial: Option<Tid>,
     version: u32,
     pending: BTreeSet<Nid>,
     /// Nodes that accepted (locked or lockless).
@@ -1438,7 +1441,7 @@ impl Client {
                 let Some(record) = r.record.clone() else {
                     return self.complete(op, Err(ClientError::Storage("no record".into())));
                 };
-                if let Some(data) = &record.data {
+                if let (Some(data), None) = (&record.data, record.data_serial) {
                     if r.cache_epoch == 0 {
                         let next = record.next_serial.or_else(|| {
                             r.invalidated
@@ -1782,6 +1785,7 @@ impl Client {
                 } else {
                     None
                 },
+                data_serial,
                 version,
                 pending: sent,
                 accepted: BTreeSet::new(),
@@ -2118,7 +2122,7 @@ impl Client {
             }
             self.cache.invalidate(oid, tid);
             self.note_invalidation(oid, tid);
-            if let Some(data) = &object.data {
+            if let (Some(data), None) = (&object.data, object.data_serial) {
                 self.cache.store(oid, data.clone(), tid, None);
             }
         }

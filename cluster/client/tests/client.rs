@@ -347,7 +347,6 @@ mod commits {
     }
 
     #[test]
-    #[ignore = "neo-client-core answers a cache hit with data_serial None (client.rs, Operation::LoadSerial from the cache)"]
     fn an_undo_record_keeps_its_back_pointer_when_read_from_the_cache() {
         let cluster = Cluster::start(1, 1);
         let client = cluster.client();
