@@ -4,14 +4,19 @@
 //! walks the primary key without holding a read lock for the whole file: a live writer is
 //! not blocked for long, and a follow mode only needs to start a new pass to see new rows.
 //!
-//! Reading is meant to keep pace with `sqlite3 FILE 'select * from log'`: a page's records
-//! are decoded into the previous page's records, whose buffers are reused (no allocation per
-//! row once the first page is read); the small `node` table is cached instead of joined on
-//! every row; the file is memory-mapped; and [`LogReader::next_ref`] lends each record rather
-//! than handing over a copy.
+//! Reading is meant to keep pace with `sqlite3 FILE 'select * from log'`, although a log has
+//! two tables to read where that command reads one. Each table is read by its own worker
+//! thread, with its own connection, a page or two ahead of the caller, so that decoding rows
+//! overlaps with whatever the caller does with them (neolog: formatting). Pages go back and
+//! forth between the worker and the reader, and a page's records are decoded into the
+//! buffers of the records it held before (no allocation per row once warmed up); the small
+//! `node` table is cached instead of joined on every row; the file is memory-mapped; and
+//! [`LogReader::next_ref`] lends each record rather than handing over a copy.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -20,6 +25,10 @@ use crate::protocol::{PacketNames, ProtocolError};
 
 /// Rows fetched per query: large enough to amortise the query, small enough to stream.
 const PAGE_ROWS: usize = 4096;
+
+/// Pages a worker may have read before the reader asks for them: one being read while the
+/// reader works on another is what lets the two overlap; a second absorbs uneven pages.
+const PAGES_AHEAD: usize = 2;
 
 /// Bytes of the file SQLite may map. Reading pages in place instead of copying each through
 /// a `read` call is what makes a large log cheap to scan; SQLite caps this at its own
@@ -75,25 +84,60 @@ pub struct Record {
     pub kind: RecordKind,
 }
 
-/// One table (or its legacy predecessor) read page by page.
+/// One table (or its legacy predecessor) as the reader sees it: pages come from a worker
+/// thread, started on first use so that `--from` and `--until` are known by then.
 struct Stream {
-    /// The page query, with `date > ?`.
-    sql: String,
-    /// The same with `date >= ?`, for the first page after `--from`.
-    sql_inclusive: String,
+    /// Everything the worker needs, until it is started.
+    source: Option<Source>,
+    worker: Option<Worker>,
+    /// The page being returned: records `next..page.len` are still to come.
+    page: Page,
+    next: usize,
+    /// This pass has returned every record of the table.
+    exhausted: bool,
+}
+
+/// The channels to a running worker and its thread.
+struct Worker {
+    requests: Sender<Request>,
+    pages: Receiver<Page>,
+    thread: JoinHandle<()>,
+}
+
+/// What the reader asks of a worker.
+enum Request {
+    /// Read the next page into this one (or, once the pass is over, keep it for the next).
+    Fill(Page),
+    /// Start a new pass: rows added since the last one become visible.
+    NewPass,
+}
+
+/// Records read from one table. Slots beyond `len` keep their buffers for later pages.
+#[derive(Default)]
+struct Page {
+    records: Vec<Record>,
+    len: usize,
+    /// The last page of this pass.
+    exhausted: bool,
+}
+
+/// A table read page by page, keyed by date, on a worker's own connection.
+struct Source {
+    db: Connection,
+    table: String,
+    /// The column read as the node: `node` (an id in the `node` table) or `name`.
+    node: &'static str,
     packets: bool,
+    /// Log records carry `pathname` and `lineno`.
+    locations: bool,
     /// The second column is the node name itself (tables older than the `node` table)
     /// rather than an id in the `node` table.
     legacy: bool,
     after: f64,
     /// The first page of the first pass includes `after` itself (`--from`).
     inclusive: bool,
-    /// The current page: records `next..len` are still to be returned. Slots beyond `len`
-    /// are kept so that the next page reuses their buffers.
-    page: Vec<Record>,
-    len: usize,
-    next: usize,
-    exhausted: bool,
+    until: Option<f64>,
+    nodes: Nodes,
 }
 
 /// The `node` table, read once and again only when a record names an id not seen yet
@@ -113,7 +157,6 @@ pub struct LogReader {
     db: Connection,
     log: Vec<Stream>,
     packet: Vec<Stream>,
-    nodes: Nodes,
     protocols: Protocols,
     /// The names used when the file has no protocol row.
     builtin: PacketNames,
@@ -132,15 +175,7 @@ impl LogReader {
             path: path.clone(),
             reason: e.to_string(),
         };
-        let db = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(not_sqlite)?;
-        db.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(not_sqlite)?;
-        // Only a speed-up: without the mapping SQLite reads the same pages through `read`.
-        let _ = db.pragma_update(None, "mmap_size", MMAP_BYTES);
+        let db = connect(&path).map_err(not_sqlite)?;
         let tables: Vec<String> = {
             let mut statement = db
                 .prepare("SELECT name FROM sqlite_master WHERE type='table'")
@@ -157,21 +192,20 @@ impl LogReader {
         let legacy_main = !has("node");
         let mut log = Vec::new();
         let mut packet = Vec::new();
-        let log_columns = "level, pathname, lineno, msg";
-        let packet_columns = "msg_id, code, peer, body";
-        for (table, columns, streams, packets) in [
-            ("log", log_columns, &mut log, false),
-            ("packet", packet_columns, &mut packet, true),
-        ] {
+        for (table, streams, packets) in [("log", &mut log, false), ("packet", &mut packet, true)] {
             // Older NEO wrote the node name in the second column and had no node table;
             // NEO/py renames such tables to log1/packet1, whose rows come first.
             let legacy_table = format!("{table}1");
             if has(&legacy_table) {
-                streams.push(Stream::new(&legacy_table, "name", columns, packets, true));
+                let db = connect(&path).map_err(not_sqlite)?;
+                let source = Source::new(db, &legacy_table, "name", packets, true);
+                streams.push(Stream::new(source));
             }
             if has(table) {
+                let db = connect(&path).map_err(not_sqlite)?;
                 let node = if legacy_main { "name" } else { "node" };
-                streams.push(Stream::new(table, node, columns, packets, legacy_main));
+                let source = Source::new(db, table, node, packets, legacy_main);
+                streams.push(Stream::new(source));
             }
         }
         let mut reader = LogReader {
@@ -179,7 +213,6 @@ impl LogReader {
             db,
             log,
             packet,
-            nodes: Nodes::default(),
             protocols: Vec::new(),
             builtin: PacketNames::builtin(),
             until: None,
@@ -193,15 +226,29 @@ impl LogReader {
         &self.path
     }
 
-    /// Only records at or after `from` (UNIX time) on the first pass.
+    /// Only records at or after `from` (UNIX time) on the first pass. Must be called before
+    /// reading.
     pub fn set_from(&mut self, from: f64) {
         for stream in self.log.iter_mut().chain(self.packet.iter_mut()) {
-            stream.after = from;
-            stream.inclusive = true;
+            if let Some(source) = &mut stream.source {
+                source.after = from;
+                source.inclusive = true;
+            }
         }
     }
 
-    /// Only records at or before `until`.
+    /// Leaves `pathname` and `lineno` out of log records (both `None`), for a caller that
+    /// does not show them, like neolog: every column read costs several calls into SQLite
+    /// per row. Must be called before reading.
+    pub fn skip_locations(&mut self) {
+        for stream in self.log.iter_mut() {
+            if let Some(source) = &mut stream.source {
+                source.locations = false;
+            }
+        }
+    }
+
+    /// Only records at or before `until`. Must be called before reading.
     pub fn set_until(&mut self, until: f64) {
         self.until = Some(until);
     }
@@ -215,8 +262,10 @@ impl LogReader {
     pub fn new_pass(&mut self) {
         for stream in self.log.iter_mut().chain(self.packet.iter_mut()) {
             stream.exhausted = false;
+            if let Some(worker) = &stream.worker {
+                let _ = worker.requests.send(Request::NewPass);
+            }
         }
-        self.nodes.rows.clear();
         self.load_protocols();
     }
 
@@ -242,7 +291,7 @@ impl LogReader {
             &mut self.log
         };
         let stream = &mut streams[index];
-        let record = &mut stream.page[stream.next];
+        let record = &mut stream.page.records[stream.next];
         stream.next += 1;
         if let RecordKind::Packet { code, name, .. } = &mut record.kind {
             // Resolved when taken rather than when read, so that it uses the protocol rows
@@ -280,11 +329,11 @@ impl LogReader {
             &mut self.log
         };
         for (index, stream) in streams.iter_mut().enumerate() {
-            if stream.next == stream.len && !stream.exhausted {
-                stream.fill(&self.db, self.until, &mut self.nodes);
+            if stream.next == stream.page.len && !stream.exhausted {
+                stream.next_page(self.until);
             }
-            if stream.next < stream.len {
-                return Some((index, stream.page[stream.next].date));
+            if stream.next < stream.page.len {
+                return Some((index, stream.page.records[stream.next].date));
             }
         }
         None
@@ -351,33 +400,135 @@ fn packet_name<'a>(
 }
 
 impl Stream {
-    /// Reads `columns` of `table` by date, with the node id (or, for legacy tables, the node
-    /// name) in column `node`.
-    fn new(table: &str, node: &str, columns: &str, packets: bool, legacy: bool) -> Stream {
-        let sql = |op: &str| {
-            format!("SELECT date, {node}, {columns} FROM {table} WHERE date {op} ? ORDER BY date LIMIT {PAGE_ROWS}")
-        };
+    fn new(source: Source) -> Stream {
         Stream {
-            sql: sql(">"),
-            sql_inclusive: sql(">="),
-            packets,
-            legacy,
-            after: f64::NEG_INFINITY,
-            inclusive: false,
-            page: Vec::new(),
-            len: 0,
+            source: Some(source),
+            worker: None,
+            page: Page::default(),
             next: 0,
             exhausted: false,
         }
     }
 
-    fn fill(&mut self, db: &Connection, until: Option<f64>, nodes: &mut Nodes) {
-        self.len = 0;
+    /// Hands the page just returned back to the worker and takes the next one, waiting for
+    /// it if needed.
+    fn next_page(&mut self, until: Option<f64>) {
+        if let Some(mut source) = self.source.take() {
+            source.until = until;
+            self.worker = Some(Worker::start(source));
+        }
+        let Some(worker) = &self.worker else {
+            self.exhausted = true;
+            return;
+        };
+        // The worker only stops without a last page if it panicked; its table then ends.
+        let Ok(page) = worker.pages.recv() else {
+            self.exhausted = true;
+            return;
+        };
+        let used = std::mem::replace(&mut self.page, page);
         self.next = 0;
-        match self.read_page(db, until, nodes) {
-            Ok(count) => self.exhausted = count < PAGE_ROWS,
+        self.exhausted = self.page.exhausted;
+        let _ = worker.requests.send(Request::Fill(used));
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(Worker {
+            requests,
+            pages,
+            thread,
+        }) = self.worker.take()
+        {
+            // Closing the requests channel ends the worker after the page it is reading,
+            // and its connection is closed before the file can go (a temporary copy).
+            drop(requests);
+            drop(pages);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Worker {
+    fn start(mut source: Source) -> Worker {
+        let (requests, requests_in) = channel();
+        let (pages_out, pages) = channel();
+        for _ in 0..PAGES_AHEAD {
+            let _ = requests.send(Request::Fill(Page::default()));
+        }
+        let thread = std::thread::spawn(move || source.serve(requests_in, pages_out));
+        Worker {
+            requests,
+            pages,
+            thread,
+        }
+    }
+}
+
+impl Source {
+    /// Reads `table` by date, with the node id (or, for legacy tables, the node name) in
+    /// column `node`.
+    fn new(db: Connection, table: &str, node: &'static str, packets: bool, legacy: bool) -> Source {
+        Source {
+            db,
+            table: table.to_owned(),
+            node,
+            packets,
+            locations: true,
+            legacy,
+            after: f64::NEG_INFINITY,
+            inclusive: false,
+            until: None,
+            nodes: Nodes::default(),
+        }
+    }
+
+    /// The query of the next page.
+    fn sql(&self) -> String {
+        let columns = match (self.packets, self.locations) {
+            (true, _) => "msg_id, code, peer, body",
+            (false, true) => "level, pathname, lineno, msg",
+            (false, false) => "level, msg",
+        };
+        let (node, table) = (self.node, &self.table);
+        let op = if self.inclusive { ">=" } else { ">" };
+        format!("SELECT date, {node}, {columns} FROM {table} WHERE date {op} ? ORDER BY date LIMIT {PAGE_ROWS}")
+    }
+
+    /// The worker's loop: fills the pages it is given, in order, until a pass is over; the
+    /// pages given after that wait for the next pass.
+    fn serve(&mut self, requests: Receiver<Request>, pages: Sender<Page>) {
+        let mut waiting = Vec::new();
+        let mut exhausted = false;
+        for request in requests {
+            match request {
+                Request::Fill(page) => waiting.push(page),
+                Request::NewPass => {
+                    exhausted = false;
+                    // Node rows are only added, but a new pass re-reads them anyway.
+                    self.nodes.rows.clear();
+                }
+            }
+            while !exhausted {
+                let Some(mut page) = waiting.pop() else {
+                    break;
+                };
+                self.fill(&mut page);
+                exhausted = page.exhausted;
+                if pages.send(page).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fill(&mut self, page: &mut Page) {
+        page.len = 0;
+        match self.read_page(page) {
+            Ok(count) => page.exhausted = count < PAGE_ROWS,
             Err(e) => {
-                self.exhausted = true;
+                page.exhausted = true;
                 // Skip past the bad page on the next pass rather than report it forever.
                 let record = Record {
                     date: self.after.max(0.0),
@@ -387,37 +538,28 @@ impl Stream {
                         message: sqlite_error_text(&e),
                     },
                 };
-                match self.page.get_mut(self.len) {
+                match page.records.get_mut(page.len) {
                     Some(slot) => *slot = record,
-                    None => self.page.push(record),
+                    None => page.records.push(record),
                 }
-                self.len += 1;
+                page.len += 1;
             }
         }
     }
 
-    /// Decodes the rows of one page into `page[..len]`; the number of rows read, or 0 once a
-    /// row is past `until`.
-    fn read_page(
-        &mut self,
-        db: &Connection,
-        until: Option<f64>,
-        nodes: &mut Nodes,
-    ) -> rusqlite::Result<usize> {
-        let sql = if self.inclusive {
-            &self.sql_inclusive
-        } else {
-            &self.sql
-        };
-        let mut statement = db.prepare_cached(sql)?;
+    /// Decodes the rows of one page into `page.records[..len]`; the number of rows read, or
+    /// 0 once a row is past `until`.
+    fn read_page(&mut self, page: &mut Page) -> rusqlite::Result<usize> {
+        let db = &self.db;
+        let mut statement = db.prepare_cached(&self.sql())?;
         let mut rows = statement.query([self.after])?;
         let mut count = 0;
         while let Some(row) = rows.next()? {
             count += 1;
-            if self.page.len() == self.len {
-                self.page.push(Record::empty(self.packets));
+            if page.records.len() == page.len {
+                page.records.push(Record::empty(self.packets));
             }
-            let record = &mut self.page[self.len];
+            let record = &mut page.records[page.len];
             if matches!(record.kind, RecordKind::Error { .. }) {
                 *record = Record::empty(self.packets);
             }
@@ -429,7 +571,13 @@ impl Stream {
                 record.node.nid = None;
             } else {
                 match row.get_ref(1)? {
-                    ValueRef::Integer(id) => record.node.clone_from(nodes.get(db, id)?),
+                    ValueRef::Integer(id) => {
+                        // Field by field: a derived `clone_from` would allocate new strings.
+                        let node = self.nodes.get(db, id)?;
+                        record.node.name.clone_from(&node.name);
+                        record.node.cluster.clone_from(&node.cluster);
+                        record.node.nid = node.nid;
+                    }
                     // No node row matches, as with a LEFT JOIN on the id.
                     _ => record.node = NodeRef::default(),
                 }
@@ -442,9 +590,13 @@ impl Stream {
                     msg,
                 } => {
                     *level = row.get(2)?;
-                    set_optional_text(pathname, row, 3)?;
-                    *lineno = row.get(4)?;
-                    set_message(msg, row, 5)?;
+                    if self.locations {
+                        set_optional_text(pathname, row, 3)?;
+                        *lineno = row.get(4)?;
+                        set_message(msg, row, 5)?;
+                    } else {
+                        set_message(msg, row, 3)?;
+                    }
                 }
                 RecordKind::Packet {
                     msg_id,
@@ -462,10 +614,10 @@ impl Stream {
             }
             self.after = date;
             self.inclusive = false;
-            if until.is_some_and(|u| date > u) {
+            if self.until.is_some_and(|u| date > u) {
                 return Ok(0);
             }
-            self.len += 1;
+            page.len += 1;
         }
         Ok(count)
     }
@@ -496,6 +648,18 @@ impl Record {
             kind,
         }
     }
+}
+
+/// A read-only connection to a log file; nothing is ever created or changed.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let db = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    db.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Only a speed-up: without the mapping SQLite reads the same pages through `read`.
+    let _ = db.pragma_update(None, "mmap_size", MMAP_BYTES);
+    Ok(db)
 }
 
 impl Nodes {

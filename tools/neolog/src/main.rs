@@ -130,6 +130,8 @@ fn run(args: Args) -> anyhow::Result<i32> {
         let mut warnings = Vec::new();
         match input::open(path, &mut warnings) {
             Ok(mut input) => {
+                // NEO/py's neolog does not print where a message was logged.
+                input.reader.skip_locations();
                 if let Some(from) = from {
                     input.reader.set_from(from);
                 }

@@ -47,24 +47,25 @@ pub struct Renderer {
     levels: Vec<(i64, String)>,
     prefix: String,
     lines: Lines,
+    decoded: Decoded,
 }
 
 /// A node table row: the NID it sorts by and the span of each cell in the cell buffer.
 type NodeRow = (Option<i128>, [(usize, usize); 5]);
 
-/// The lines of a packet record, without prefix, in one buffer kept between records, with
-/// the scratch space of node tables.
+/// Lines without their prefix, in one buffer kept between records.
 #[derive(Default)]
 struct Lines {
     text: String,
     ends: Vec<usize>,
-    /// Node table cells, and per row the NID and the span of each cell in `cells`.
-    cells: String,
-    rows: Vec<NodeRow>,
-    utc: UtcCache,
 }
 
 impl Lines {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
     fn end_line(&mut self) {
         self.ends.push(self.text.len());
     }
@@ -73,6 +74,29 @@ impl Lines {
         self.text.push_str(line);
         self.end_line();
     }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.text[start..end])
+    }
+}
+
+/// What a packet body adds to the packet's first line (its arguments, with `-a`) and the
+/// lines after it, for the last body decoded. The master sends the same node changes to
+/// every node in turn, so the same body often comes several times in a row, and decoding
+/// it is the costliest part of a line.
+#[derive(Default)]
+struct Decoded {
+    /// The packet name, mode and body the rest was made for.
+    key: Option<(String, Decode, Vec<u8>)>,
+    suffix: String,
+    extra: Lines,
+    /// Node table cells, and per row the NID and the span of each cell in `cells`.
+    cells: String,
+    rows: Vec<NodeRow>,
+    utc: UtcCache,
 }
 
 impl Renderer {
@@ -87,6 +111,7 @@ impl Renderer {
             levels: Vec::new(),
             prefix: String::new(),
             lines: Lines::default(),
+            decoded: Decoded::default(),
         }
     }
 
@@ -143,8 +168,7 @@ impl Renderer {
                 name,
             } => {
                 let lines = &mut self.lines;
-                lines.text.clear();
-                lines.ends.clear();
+                lines.clear();
                 packet_lines(
                     *msg_id,
                     *code,
@@ -153,11 +177,10 @@ impl Renderer {
                     name.as_deref(),
                     self.options.decode,
                     lines,
+                    &mut self.decoded,
                 );
-                let mut start = 0;
-                for &end in &lines.ends {
-                    push_line(out, color, prefix, &lines.text[start..end]);
-                    start = end;
+                for line in lines.iter() {
+                    push_line(out, color, prefix, line);
                 }
             }
         }
@@ -298,6 +321,7 @@ fn push_uuid(out: &mut String, nid: i64) {
 
 /// The lines of a packet: `#0xID Name peer` (with `-a`, its arguments after ` \t| `), then
 /// the node table of NotifyNodeInformation or the text of an Error.
+#[allow(clippy::too_many_arguments)]
 fn packet_lines(
     msg_id: i64,
     code: i64,
@@ -306,6 +330,7 @@ fn packet_lines(
     name: Option<&str>,
     decode: Decode,
     lines: &mut Lines,
+    decoded: &mut Decoded,
 ) {
     let text = &mut lines.text;
     text.push_str("#0x");
@@ -335,112 +360,130 @@ fn packet_lines(
         lines.end_line();
         return;
     }
-    let cannot_decode = |lines: &mut Lines| {
-        lines.end_line();
-        lines.push_line("Can't decode packet");
-    };
-    let args = match Value::from_bytes(&Bytes::copy_from_slice(body)) {
-        Ok(Value::Array(args)) => args,
-        _ => return cannot_decode(lines),
-    };
-    // Lines after the first: a node table or an error text.
-    let mut table = None;
-    let mut extra = None;
-    let args = match name {
-        "NotifyNodeInformation" => match args.as_slice() {
-            [timestamp, Value::Array(nodes)] => {
-                table = Some(nodes);
-                vec![timestamp.clone()]
-            }
-            _ => return cannot_decode(lines),
-        },
-        "Error" => {
-            extra = Some(match args.as_slice() {
-                [code, message] => format!("{} ({})", py_str(code), py_repr(message)),
-                _ => "Can't decode packet".to_owned(),
-            });
-            Vec::new()
-        }
-        _ if decode == Decode::Decompress => match data_path(name) {
-            Some(path) => decompress_at(args, path),
-            None => args,
-        },
-        _ => args,
-    };
-    if !args.is_empty() && decode != Decode::None {
-        lines.text.push_str(" \t| ");
-        write_repr(&Value::Array(args), &mut lines.text);
+    let known = decoded
+        .key
+        .as_ref()
+        .is_some_and(|(n, d, b)| n == name && *d == decode && b == body);
+    if !known {
+        decoded.key = Some((name.to_owned(), decode, body.to_vec()));
+        decoded.decode(name, body, decode);
     }
+    lines.text.push_str(&decoded.suffix);
     lines.end_line();
-    if let Some(nodes) = table {
-        node_list(nodes, lines);
-    }
-    if let Some(line) = extra {
-        lines.push_line(&line);
+    for line in decoded.extra.iter() {
+        lines.push_line(line);
     }
 }
 
-/// NEO/py's node-list table: sorted by NID (nodes without one last, by address), columns
-/// padded to the widest value of this list. Cells are written into one scratch buffer.
-fn node_list(nodes: &[Value], lines: &mut Lines) {
-    let Lines {
-        cells, rows, utc, ..
-    } = lines;
-    cells.clear();
-    rows.clear();
-    for node in nodes {
-        let fields: &[Value] = match node {
-            Value::Array(fields) => fields,
-            _ => &[],
+impl Decoded {
+    fn decode(&mut self, name: &str, body: &[u8], decode: Decode) {
+        self.suffix.clear();
+        self.extra.clear();
+        let args = match Value::from_bytes(&Bytes::copy_from_slice(body)) {
+            Ok(Value::Array(args)) => args,
+            _ => return self.extra.push_line("Can't decode packet"),
         };
-        let field = |i: usize| fields.get(i).unwrap_or(&Value::Nil);
-        let nid = match field(2) {
-            Value::Int(n) => Some(*n),
-            _ => None,
+        let mut table = None;
+        let args = match name {
+            "NotifyNodeInformation" => match args.as_slice() {
+                [timestamp, Value::Array(nodes)] => {
+                    table = Some(nodes);
+                    vec![timestamp.clone()]
+                }
+                _ => return self.extra.push_line("Can't decode packet"),
+            },
+            "Error" => {
+                match args.as_slice() {
+                    [code, message] => {
+                        let line = format!("{} ({})", py_str(code), py_repr(message));
+                        self.extra.push_line(&line);
+                    }
+                    _ => self.extra.push_line("Can't decode packet"),
+                }
+                Vec::new()
+            }
+            _ if decode == Decode::Decompress => match data_path(name) {
+                Some(path) => decompress_at(args, path),
+                None => args,
+            },
+            _ => args,
         };
-        let mut spans = [(0, 0); 5];
-        let mut cell = |index: usize, cells: &mut String, write: &mut dyn FnMut(&mut String)| {
-            let start = cells.len();
-            write(cells);
-            spans[index] = (start, cells.len());
-        };
-        cell(0, cells, &mut |out| match nid {
-            Some(n) => push_uuid(out, n as i64),
-            None => out.push_str("None"),
-        });
-        cell(1, cells, &mut |out| push_py_str(field(0), out));
-        cell(2, cells, &mut |out| push_address(field(1), out));
-        cell(3, cells, &mut |out| push_py_str(field(3), out));
-        cell(4, cells, &mut |out| match field(4) {
-            Value::F64(t) if *t != 0.0 => utc.push(*t, out),
-            Value::Nil => out.push_str("None"),
-            other => push_py_str(other, out),
-        });
-        rows.push((nid, spans));
-    }
-    let text = |span: (usize, usize)| &cells[span.0..span.1];
-    rows.sort_by(|a, b| match (a.0, b.0) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => text(a.1[2]).cmp(text(b.1[2])),
-    });
-    let mut widths = [0; 4];
-    for (i, width) in widths.iter_mut().enumerate() {
-        *width = rows
-            .iter()
-            .map(|(_, spans)| text(spans[i]).chars().count())
-            .max()
-            .unwrap_or(0);
-    }
-    for (_, spans) in rows.iter() {
-        lines.text.push_str(" ! ");
-        for (i, width) in widths.iter().enumerate() {
-            push_padded(&mut lines.text, text(spans[i]), *width);
-            lines.text.push_str(" | ");
+        if !args.is_empty() && decode != Decode::None {
+            self.suffix.push_str(" \t| ");
+            write_repr(&Value::Array(args), &mut self.suffix);
         }
-        lines.text.push_str(text(spans[4]));
-        lines.ends.push(lines.text.len());
+        if let Some(nodes) = table {
+            self.node_list(nodes);
+        }
+    }
+
+    /// NEO/py's node-list table: sorted by NID (nodes without one last, by address), columns
+    /// padded to the widest value of this list. Cells are written into one scratch buffer.
+    fn node_list(&mut self, nodes: &[Value]) {
+        let Decoded {
+            cells,
+            rows,
+            utc,
+            extra: lines,
+            ..
+        } = self;
+        cells.clear();
+        rows.clear();
+        for node in nodes {
+            let fields: &[Value] = match node {
+                Value::Array(fields) => fields,
+                _ => &[],
+            };
+            let field = |i: usize| fields.get(i).unwrap_or(&Value::Nil);
+            let nid = match field(2) {
+                Value::Int(n) => Some(*n),
+                _ => None,
+            };
+            let mut spans = [(0, 0); 5];
+            let mut cell =
+                |index: usize, cells: &mut String, write: &mut dyn FnMut(&mut String)| {
+                    let start = cells.len();
+                    write(cells);
+                    spans[index] = (start, cells.len());
+                };
+            cell(0, cells, &mut |out| match nid {
+                Some(n) => push_uuid(out, n as i64),
+                None => out.push_str("None"),
+            });
+            cell(1, cells, &mut |out| push_py_str(field(0), out));
+            cell(2, cells, &mut |out| push_address(field(1), out));
+            cell(3, cells, &mut |out| push_py_str(field(3), out));
+            cell(4, cells, &mut |out| match field(4) {
+                Value::F64(t) if *t != 0.0 => utc.push(*t, out),
+                Value::Nil => out.push_str("None"),
+                other => push_py_str(other, out),
+            });
+            rows.push((nid, spans));
+        }
+        let text = |span: (usize, usize)| &cells[span.0..span.1];
+        rows.sort_by(|a, b| match (a.0, b.0) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => text(a.1[2]).cmp(text(b.1[2])),
+        });
+        let mut widths = [0; 4];
+        for (i, width) in widths.iter_mut().enumerate() {
+            *width = rows
+                .iter()
+                .map(|(_, spans)| text(spans[i]).chars().count())
+                .max()
+                .unwrap_or(0);
+        }
+        for (_, spans) in rows.iter() {
+            lines.text.push_str(" ! ");
+            for (i, width) in widths.iter().enumerate() {
+                push_padded(&mut lines.text, text(spans[i]), *width);
+                lines.text.push_str(" | ");
+            }
+            lines.text.push_str(text(spans[4]));
+            lines.ends.push(lines.text.len());
+        }
     }
 }
 
