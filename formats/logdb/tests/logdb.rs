@@ -295,3 +295,127 @@ fn from_and_until_bound_the_records() {
     let records: Vec<Record> = std::iter::from_fn(|| reader.next_record()).collect();
     assert_eq!(messages(&records), ["at 2", "at 3", "at 4"]);
 }
+
+/// Writes `count` messages and `count` packets alternating, the node identity set after the
+/// first quarter; more than a page of each, so that pages are refilled by the workers.
+fn write_many(path: &std::path::Path, count: u32) {
+    let mut logger = Logger::with_buffer(path, Some(usize::MAX)).unwrap();
+    logger.set_clock(stepping_clock());
+    let peer = Some(Nid::new(NodeType::Client, 2));
+    let address = Some("127.0.0.1:38950".parse().unwrap());
+    for i in 0..count {
+        if i == count / 4 {
+            logger
+                .set_node("demo", Some(Nid::new(NodeType::Storage, 3)))
+                .unwrap();
+        }
+        logger
+            .log(Level::INFO, "a.rs", i, &format!("message {i}"))
+            .unwrap();
+        logger
+            .packet(i, &Packet::Ping(Ping {}), false, peer, address)
+            .unwrap();
+    }
+    logger.flush().unwrap();
+    std::mem::forget(logger);
+}
+
+#[test]
+fn many_pages_come_in_date_order_with_their_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.log");
+    let count = 10_000;
+    write_many(&path, count);
+    let mut reader = LogReader::open(&path).unwrap();
+    let mut lent = Vec::new();
+    while let Some(date) = reader.peek_date() {
+        let record = reader.next_ref().expect("a peeked record is there");
+        assert_eq!(record.date, date);
+        lent.push(record.clone());
+    }
+    assert!(reader.next_ref().is_none());
+    // The "Node ID" message comes in addition to the records written.
+    assert_eq!(lent.len(), 2 * count as usize + 1);
+    assert!(lent.windows(2).all(|w| w[0].date < w[1].date));
+    let texts = messages(&lent);
+    assert_eq!(texts[0], "message 0");
+    assert_eq!(texts[1], "packet Ping");
+    assert_eq!(texts.last().unwrap(), "packet Ping");
+    assert_eq!(
+        texts.iter().filter(|t| *t == "packet Ping").count(),
+        count as usize
+    );
+    let storage = Some(Nid::new(NodeType::Storage, 3).0 as i64);
+    assert_eq!(lent[0].node.nid, None);
+    assert_eq!(lent.last().unwrap().node.nid, storage);
+    assert_eq!(lent.last().unwrap().node.cluster.as_deref(), Some("demo"));
+    // The records are the same whether lent or handed over.
+    assert_eq!(read_all(&path), lent);
+}
+
+#[test]
+fn locations_can_be_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.log");
+    write_many(&path, 3);
+    let mut reader = LogReader::open(&path).unwrap();
+    reader.skip_locations();
+    let records: Vec<Record> = std::iter::from_fn(|| reader.next_record()).collect();
+    let full = read_all(&path);
+    assert_eq!(messages(&records), messages(&full));
+    for (lean, full) in records.iter().zip(&full) {
+        match (&lean.kind, &full.kind) {
+            (
+                RecordKind::Log {
+                    level,
+                    pathname: None,
+                    lineno: None,
+                    msg,
+                },
+                RecordKind::Log {
+                    level: full_level,
+                    pathname: Some(pathname),
+                    lineno: Some(_),
+                    msg: full_msg,
+                },
+            ) => {
+                assert_eq!((level, msg), (full_level, full_msg));
+                assert!(!pathname.is_empty());
+            }
+            (RecordKind::Packet { .. }, RecordKind::Packet { .. }) => assert_eq!(lean, full),
+            other => panic!("unexpected pair {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_new_pass_reads_what_was_added_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.log");
+    let mut logger = Logger::with_buffer(&path, Some(usize::MAX)).unwrap();
+    logger.set_clock(stepping_clock());
+    let mut written = 0;
+    let mut write = |logger: &mut Logger, n: u32| {
+        for _ in 0..n {
+            logger
+                .log(Level::INFO, "a.rs", 1, &format!("message {written}"))
+                .unwrap();
+            written += 1;
+        }
+        logger.flush().unwrap();
+    };
+    write(&mut logger, 5000);
+    let mut reader = LogReader::open(&path).unwrap();
+    let first: Vec<Record> = std::iter::from_fn(|| reader.next_record()).collect();
+    assert_eq!(first.len(), 5000);
+    // Nothing new: the pass is empty, and the workers wait without reading ahead.
+    reader.new_pass();
+    assert!(reader.next_record().is_none());
+    write(&mut logger, 5000);
+    assert!(reader.next_record().is_none(), "the pass is over");
+    reader.new_pass();
+    let second = messages(&std::iter::from_fn(|| reader.next_record()).collect::<Vec<_>>());
+    let expected: Vec<String> = (5000..10_000).map(|i| format!("message {i}")).collect();
+    assert_eq!(second, expected);
+    drop(logger);
+}
