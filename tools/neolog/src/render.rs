@@ -260,8 +260,12 @@ fn push_padded(out: &mut String, text: &str, width: usize) {
     } else {
         text.chars().count()
     };
-    for _ in chars..width {
-        out.push(' ');
+    const SPACES: &str = "                                ";
+    let mut missing = width.saturating_sub(chars);
+    while missing > 0 {
+        let n = missing.min(SPACES.len());
+        out.push_str(&SPACES[..n]);
+        missing -= n;
     }
 }
 
