@@ -160,6 +160,8 @@ pub struct LogReader {
     protocols: Protocols,
     /// The names used when the file has no protocol row.
     builtin: PacketNames,
+    /// The stream [`LogReader::peek_date`] found, for the next [`LogReader::next_ref`].
+    chosen: Option<(bool, usize, f64)>,
     until: Option<f64>,
     warnings: Vec<String>,
 }
@@ -215,6 +217,7 @@ impl LogReader {
             packet,
             protocols: Vec::new(),
             builtin: PacketNames::builtin(),
+            chosen: None,
             until: None,
             warnings: Vec::new(),
         };
@@ -278,13 +281,19 @@ impl LogReader {
     /// The date of the record [`LogReader::next_ref`] would return, which lets several
     /// files be merged without taking their records out.
     pub fn peek_date(&mut self) -> Option<f64> {
-        self.choose().map(|(_, _, date)| date)
+        if self.chosen.is_none() {
+            self.chosen = self.choose();
+        }
+        self.chosen.map(|(_, _, date)| date)
     }
 
     /// As [`LogReader::next_record`], but lends the record, which stays valid until the
     /// reader is used again; this is what spares a copy of every row.
     pub fn next_ref(&mut self) -> Option<&Record> {
-        let (packets, index, _) = self.choose()?;
+        let (packets, index, _) = match self.chosen.take() {
+            Some(chosen) => chosen,
+            None => self.choose()?,
+        };
         let streams = if packets {
             &mut self.packet
         } else {
@@ -563,7 +572,7 @@ impl Source {
             if matches!(record.kind, RecordKind::Error { .. }) {
                 *record = Record::empty(self.packets);
             }
-            let date: f64 = row.get(0)?;
+            let date = get_f64(row, 0)?;
             record.date = date;
             if self.legacy {
                 set_optional_text(&mut record.node.name, row, 1)?;
@@ -589,7 +598,7 @@ impl Source {
                     lineno,
                     msg,
                 } => {
-                    *level = row.get(2)?;
+                    *level = get_i64(row, 2)?;
                     if self.locations {
                         set_optional_text(pathname, row, 3)?;
                         *lineno = row.get(4)?;
@@ -605,8 +614,8 @@ impl Source {
                     body,
                     name: _,
                 } => {
-                    *msg_id = row.get(2)?;
-                    *code = row.get(3)?;
+                    *msg_id = get_i64(row, 2)?;
+                    *code = get_i64(row, 3)?;
                     set_text(peer, row, 4)?;
                     set_optional_blob(body, row, 5)?;
                 }
@@ -694,14 +703,48 @@ impl Nodes {
     }
 }
 
-// The setters below copy a column into a record's existing buffer. Values of an unexpected
-// type go through rusqlite's own conversion, so that they fail (or succeed) as `row.get`
-// would.
+// The getters and setters below read a column with a single access, and copy text into a
+// record's existing buffer. Values of an unexpected type go through rusqlite's own
+// conversion, so that they fail (or succeed) as `row.get` would.
+
+/// Buffers above this size are not kept for the next page: one huge message must not pin
+/// its size in every slot it passes through.
+const KEPT_CAPACITY: usize = 1 << 16;
+
+fn reuse(out: &mut String) {
+    if out.capacity() > KEPT_CAPACITY {
+        *out = String::new();
+    } else {
+        out.clear();
+    }
+}
+
+fn reuse_blob(out: &mut Vec<u8>) {
+    if out.capacity() > KEPT_CAPACITY {
+        *out = Vec::new();
+    } else {
+        out.clear();
+    }
+}
+
+fn get_f64(row: &Row<'_>, index: usize) -> rusqlite::Result<f64> {
+    match row.get_ref(index)? {
+        ValueRef::Real(f) => Ok(f),
+        _ => row.get(index),
+    }
+}
+
+fn get_i64(row: &Row<'_>, index: usize) -> rusqlite::Result<i64> {
+    match row.get_ref(index)? {
+        ValueRef::Integer(i) => Ok(i),
+        _ => row.get(index),
+    }
+}
 
 fn set_text(out: &mut String, row: &Row<'_>, index: usize) -> rusqlite::Result<()> {
     match text_ref(row.get_ref(index)?) {
         Some(text) => {
-            out.clear();
+            reuse(out);
             out.push_str(text);
         }
         None => *out = row.get(index)?,
@@ -717,7 +760,7 @@ fn set_optional_text(
     let value = row.get_ref(index)?;
     match (text_ref(value), out.as_mut()) {
         (Some(text), Some(out)) => {
-            out.clear();
+            reuse(out);
             out.push_str(text);
         }
         (Some(text), None) => *out = Some(text.to_owned()),
@@ -743,7 +786,7 @@ fn set_optional_blob(
     match (row.get_ref(index)?, out.as_mut()) {
         (ValueRef::Null, _) => *out = None,
         (ValueRef::Blob(bytes), Some(blob)) => {
-            blob.clear();
+            reuse_blob(blob);
             blob.extend_from_slice(bytes);
         }
         _ => *out = row.get(index)?,
@@ -754,7 +797,7 @@ fn set_optional_blob(
 /// The message column as text, whatever its stored type, since a NULL or a BLOB there
 /// must not stop the listing.
 fn set_message(out: &mut String, row: &Row<'_>, index: usize) -> rusqlite::Result<()> {
-    out.clear();
+    reuse(out);
     match row.get_ref(index)? {
         ValueRef::Null => {}
         ValueRef::Integer(i) => {
