@@ -22,7 +22,14 @@ pub struct OwnCluster {
 impl OwnCluster {
     /// Starts 1 master (autostart once every storage is there), `storages` SQLite storages
     /// and an admin from `bin_dir`. Returns at once: clients wait for the cluster to run.
-    pub fn start(bin_dir: &Path, storages: usize, partitions: u32) -> Result<OwnCluster> {
+    /// `pragmas` (`journal_mode=WAL&synchronous=NORMAL`) becomes the query of a `file:`
+    /// URI database, as NEO/py's SQLite adapter reads it.
+    pub fn start(
+        bin_dir: &Path,
+        storages: usize,
+        partitions: u32,
+        pragmas: Option<&str>,
+    ) -> Result<OwnCluster> {
         let dir = tempfile::Builder::new()
             .prefix("neobench-")
             .tempdir()
@@ -57,13 +64,17 @@ impl OwnCluster {
         ]);
         cluster.spawn(bin_dir, "neomaster", "master".into(), args)?;
         for i in 0..storages {
-            let database = cluster.path().join(format!("storage_{i}.db"));
+            let path = cluster.path().join(format!("storage_{i}.db"));
+            let database = match pragmas {
+                Some(query) => format!("file:{}?{query}", path.display()),
+                None => path.display().to_string(),
+            };
             let mut args = common("127.0.0.1".into());
             args.extend([
                 "--adapter".into(),
                 "SQLite".into(),
                 "--database".into(),
-                database.display().to_string(),
+                database,
             ]);
             cluster.spawn(bin_dir, "neostorage", format!("storage_{i}"), args)?;
         }

@@ -36,10 +36,10 @@ struct Args {
     /// Seconds of each parallel load and commit phase.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
-    /// Client connections of the parallel load phases (comma-separated).
+    /// Client connections of the parallel load phases (comma-separated; 0: none).
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     connections: Vec<usize>,
-    /// Committers of the commit phases (comma-separated).
+    /// Committers of the commit phases (comma-separated; 0: none).
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     committers: Vec<usize>,
     /// Storage nodes of our cluster.
@@ -48,6 +48,10 @@ struct Args {
     /// Partitions of our cluster.
     #[arg(long, default_value_t = 12)]
     partitions: u32,
+    /// SQLite PRAGMAs of our storages, as a URI query (`journal_mode=WAL&synchronous=NORMAL`;
+    /// NEO/py's defaults otherwise).
+    #[arg(long = "sqlite-pragmas", value_name = "QUERY")]
+    sqlite_pragmas: Option<String>,
     /// Where neomaster, neostorage and neoadmin are (default: next to neobench).
     #[arg(long = "bin-dir")]
     bin_dir: Option<PathBuf>,
@@ -107,8 +111,14 @@ fn run(args: Args) -> Result<()> {
         object_size: args.object_size.max(8),
         serial_loads: args.serial_loads,
         seconds: args.seconds,
-        connections: args.connections.clone(),
-        committers: args.committers.clone(),
+        // 0 leaves a phase out (`--committers 0`), e.g. to profile only the loads.
+        connections: args
+            .connections
+            .iter()
+            .copied()
+            .filter(|&k| k > 0)
+            .collect(),
+        committers: args.committers.iter().copied().filter(|&k| k > 0).collect(),
         seed: args.seed,
     };
     let progress = |message: &str| eprintln!("neobench: {message}");
@@ -135,7 +145,12 @@ fn run(args: Args) -> Result<()> {
                 args.storages,
                 bin_dir.display()
             ));
-            let mut cluster = OwnCluster::start(&bin_dir, args.storages, args.partitions)?;
+            let mut cluster = OwnCluster::start(
+                &bin_dir,
+                args.storages,
+                args.partitions,
+                args.sqlite_pragmas.as_deref(),
+            )?;
             let meter = CpuMeter::new(cluster.pids.clone());
             let master = cluster.master.to_string();
             let name = cluster.name.clone();
