@@ -73,12 +73,28 @@ impl Master {
 
         let new_nid_partitions = extra_list(&request.extra, "new_nid");
         let mut state = NodeState::Running;
+        let mut read_only = false;
         match node_type {
             NodeType::Client => {
                 if self.cluster_state != ClusterState::Running || self.stopping {
                     self.not_ready(out, conn, msg_id, "cluster not running");
                     return;
                 }
+                // read_only defaults to true for a backup master connecting as a client.
+                let flag = |key: &str| {
+                    request
+                        .extra
+                        .0
+                        .iter()
+                        .find(|(k, _)| k.as_ref() == key.as_bytes())
+                        .map(|(_, v)| v.clone())
+                };
+                read_only = match flag("read_only") {
+                    Some(Value::Bool(b)) => b,
+                    Some(Value::Int(i)) => i != 0,
+                    Some(_) => true,
+                    None => flag("backup").is_some(),
+                };
             }
             NodeType::Storage => {
                 if self.stopping {
@@ -191,6 +207,11 @@ impl Master {
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Peer::Node(nid);
+        }
+        if read_only {
+            self.read_only_clients.insert(nid);
+        } else {
+            self.read_only_clients.remove(&nid);
         }
         if let Some(partitions) = new_nid_partitions {
             // Cloning (cluster.md 3.12): the new node gets OUT_OF_DATE cells.

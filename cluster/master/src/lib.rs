@@ -133,6 +133,8 @@ pub struct Master {
     exited: bool,
     tm: transactions::TransactionManager,
     pm: pack::PackManager,
+    /// Clients identified with `read_only`: they may read, not write.
+    read_only_clients: BTreeSet<Nid>,
     /// When each election connection attempt last ended (failed, refused, redirected).
     election_concluded: BTreeMap<Address, Time>,
     /// When recovery's exit condition first held in this recovery.
@@ -182,6 +184,7 @@ impl Master {
             exited: false,
             tm: transactions::TransactionManager::default(),
             pm: pack::PackManager::default(),
+            read_only_clients: BTreeSet::new(),
             election_concluded: BTreeMap::new(),
             recovery_ready_since: None,
             config,

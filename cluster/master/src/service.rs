@@ -135,6 +135,22 @@ impl Master {
         msg_id: u32,
         packet: Packet,
     ) {
+        if self.read_only_clients.contains(&client)
+            && matches!(
+                packet,
+                Packet::AskBeginTransaction(_)
+                    | Packet::AskNewOIDs(_)
+                    | Packet::AskFinishTransaction(_)
+                    | Packet::AskFinalTID(_)
+                    | Packet::FailedVote(_)
+                    | Packet::AbortTransaction(_)
+            )
+        {
+            if packet.kind().expects_answer() {
+                out.error(conn, msg_id, ErrorCode::ReadOnlyAccess, "read-only access");
+            }
+            return;
+        }
         let Some(packet) = self.client_transaction_packet(now, out, conn, client, msg_id, packet)
         else {
             return;

@@ -340,7 +340,9 @@ impl Master {
                         },
                     );
                 }
-            } else if !txn.oids.is_empty() {
+            } else {
+                // Even with no oid (deletions, checks, pack orders): clients learn of
+                // every TID, as NEO/py sends it.
                 out.notify(
                     conn,
                     neo_protocol::InvalidateObjects {

@@ -670,3 +670,65 @@ fn check_replicas_hands_each_partition_to_one_storage() {
     checked.sort();
     assert_eq!(checked, vec![0, 1, 2, 3], "every partition once");
 }
+
+#[test]
+fn read_only_clients_cannot_write_and_every_commit_is_announced() {
+    let mut h = running_cluster();
+    client_joins(&mut h, 10);
+    h.step(Input::Accepted {
+        conn: 11,
+        peer: "127.0.0.1:5".parse().unwrap(),
+    });
+    h.packet(
+        11,
+        0,
+        RequestIdentification {
+            node_type: NodeType::Client,
+            nid: None,
+            address: None,
+            cluster_name: Bytes::from_static(b"test"),
+            id_timestamp: None,
+            extra: Dict(vec![(Bytes::from_static(b"read_only"), Value::Bool(true))]),
+        },
+    );
+    let out = h.packet(11, 1, AskBeginTransaction { tid: None });
+    let Packet::Error(e) = &sent(&out, 11)[0].1 else {
+        panic!("{out:?}")
+    };
+    assert_eq!(e.code, ErrorCode::ReadOnlyAccess);
+    let out = h.packet(11, 2, AskLastTransaction {});
+    assert!(
+        matches!(sent(&out, 11)[0].1, Packet::AnswerLastTransaction(_)),
+        "reads are fine"
+    );
+    // A transaction that only deletes (deleted oids travel as partitions) is still
+    // announced to the other clients, with no oid.
+    let out = h.packet(10, 1, AskBeginTransaction { tid: None });
+    let Packet::AnswerBeginTransaction(begin) = &sent(&out, 10)[0].1 else {
+        panic!()
+    };
+    let ttid = begin.ttid;
+    let out = h.packet(
+        10,
+        2,
+        AskFinishTransaction {
+            ttid,
+            oid_list: vec![],
+            deleted: vec![1],
+            checked: vec![],
+            pack: None,
+        },
+    );
+    let mut last = Vec::new();
+    for conn in [1, 2] {
+        let s = sent(&out, conn);
+        let (id, _) = find(&s, "AskLockInformation");
+        last = h.answer(conn, id, AnswerInformationLocked { ttid });
+    }
+    let s = sent(&last, 11);
+    let (_, inv) = find(&s, "InvalidateObjects");
+    let Packet::InvalidateObjects(inv) = inv else {
+        unreachable!()
+    };
+    assert!(inv.oid_list.is_empty());
+}
