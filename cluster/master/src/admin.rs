@@ -8,7 +8,7 @@ use neo_protocol::{ClusterState, ErrorCode, Nid, NodeState, NodeType, Packet};
 use crate::Master;
 
 impl Master {
-    pub(crate) fn from_admin(
+    pub(crate) fn admin_packet(
         &mut self,
         now: Time,
         out: &mut Outbox,
@@ -17,7 +17,7 @@ impl Master {
         packet: Packet,
     ) {
         let result = match packet {
-            Packet::SetClusterState(p) => self.set_cluster_state(now, out, p.state),
+            Packet::SetClusterState(p) => self.set_cluster_state(out, p.state),
             Packet::SetNodeState(p) => self.set_node_state(now, out, p.nid, p.state),
             Packet::AddPendingNodes(p) => self.add_pending_nodes(now, out, p.nid_list),
             Packet::TweakPartitionTable(p) => match self.tweak(out, p.dry_run, &p.nid_list) {
@@ -53,36 +53,6 @@ impl Master {
                 }
                 return;
             }
-            Packet::AskClusterState(_) => {
-                out.answer(
-                    conn,
-                    msg_id,
-                    neo_protocol::AnswerClusterState {
-                        state: Some(self.cluster_state),
-                    },
-                );
-                return;
-            }
-            Packet::AskLastIDs(_) => {
-                out.answer(
-                    conn,
-                    msg_id,
-                    neo_protocol::AnswerLastIDs {
-                        last_tid: Some(self.last_tid),
-                        last_oid: Some(self.last_oid),
-                        first_tid: self.first_tid,
-                    },
-                );
-                return;
-            }
-            Packet::AskLastTransaction(_) => {
-                out.answer(
-                    conn,
-                    msg_id,
-                    neo_protocol::AnswerLastTransaction { tid: self.last_tid },
-                );
-                return;
-            }
             Packet::CheckReplicas(p) => {
                 self.check_replicas(out, p.partition_dict.0, p.min_tid, p.max_tid)
             }
@@ -105,7 +75,6 @@ impl Master {
 
     fn set_cluster_state(
         &mut self,
-        now: Time,
         out: &mut Outbox,
         state: ClusterState,
     ) -> Result<String, String> {
@@ -129,7 +98,6 @@ impl Master {
             ClusterState::Stopping => {
                 self.change_cluster_state(out, ClusterState::Stopping);
                 self.stopping = true;
-                let _ = now;
                 Ok("Cluster state changed".into())
             }
             ClusterState::StartingBackup | ClusterState::StoppingBackup => {

@@ -120,7 +120,7 @@ impl Master {
         }
     }
 
-    pub(crate) fn connected(&mut self, now: Time, out: &mut Outbox, conn: ConnId) {
+    pub(crate) fn connected(&mut self, out: &mut Outbox, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -130,7 +130,6 @@ impl Master {
             Peer::Primary(_) => None,
             _ => return,
         };
-        let _ = now;
         let request = RequestIdentification {
             node_type: NodeType::Master,
             nid: self.nid,
@@ -249,16 +248,10 @@ impl Master {
         }
     }
 
-    pub(crate) fn election_connection_lost(
-        &mut self,
-        now: Time,
-        out: &mut Outbox,
-        address: Address,
-    ) {
+    pub(crate) fn election_connection_lost(&mut self, now: Time, address: Address) {
         self.election_concluded.insert(address, now);
         if self.role == Role::Primary && self.cluster_state == ClusterState::Recovering {
             self.schedule_poll(now);
-            let _ = out;
         }
     }
 
@@ -380,13 +373,7 @@ impl Master {
     }
 
     /// Packets from the primary while we are secondary.
-    pub(crate) fn from_primary(
-        &mut self,
-        now: Time,
-        out: &mut Outbox,
-        conn: ConnId,
-        packet: Packet,
-    ) {
+    pub(crate) fn primary_packet(&mut self, out: &mut Outbox, conn: ConnId, packet: Packet) {
         match packet {
             Packet::NotifyNodeInformation(n) => {
                 let me = self.nid;
@@ -437,6 +424,5 @@ impl Master {
             }
             other => tracing::debug!("secondary ignores {} from the primary", other.name()),
         }
-        let _ = now;
     }
 }

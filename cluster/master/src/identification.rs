@@ -81,19 +81,11 @@ impl Master {
                     return;
                 }
                 // read_only defaults to true for a backup master connecting as a client.
-                let flag = |key: &str| {
-                    request
-                        .extra
-                        .0
-                        .iter()
-                        .find(|(k, _)| k.as_ref() == key.as_bytes())
-                        .map(|(_, v)| v.clone())
-                };
-                read_only = match flag("read_only") {
-                    Some(Value::Bool(b)) => b,
-                    Some(Value::Int(i)) => i != 0,
+                read_only = match extra_value(&request.extra, "read_only") {
+                    Some(Value::Bool(b)) => *b,
+                    Some(Value::Int(i)) => *i != 0,
                     Some(_) => true,
-                    None => flag("backup").is_some(),
+                    None => extra_value(&request.extra, "backup").is_some(),
                 };
             }
             NodeType::Storage => {
@@ -150,13 +142,8 @@ impl Master {
             node_type,
         );
         let id_timestamp = self.monotonic(now);
-        let devpath = match request
-            .extra
-            .0
-            .iter()
-            .find(|(k, _)| k.as_ref() == b"devpath")
-        {
-            Some((_, Value::Array(items))) => items
+        let devpath = match extra_value(&request.extra, "devpath") {
+            Some(Value::Array(items)) => items
                 .iter()
                 .filter_map(|v| match v {
                     Value::Bin(b) => Some(b.clone()),
@@ -371,22 +358,27 @@ fn address_key(address: &Address) -> (Vec<u8>, u16) {
     (address.host.to_vec(), address.port)
 }
 
-/// A list of partition numbers in RequestIdentification's extra dict.
-fn extra_list(extra: &neo_protocol::Dict<Bytes, Value>, key: &str) -> Option<Vec<u32>> {
+/// A value of RequestIdentification's extra dict (keys are bytes on the wire).
+fn extra_value<'a>(extra: &'a neo_protocol::Dict<Bytes, Value>, key: &str) -> Option<&'a Value> {
     extra
         .0
         .iter()
         .find(|(k, _)| k.as_ref() == key.as_bytes())
-        .and_then(|(_, v)| match v {
-            Value::Array(items) => Some(
-                items
-                    .iter()
-                    .filter_map(|v| match v {
-                        Value::Int(i) => u32::try_from(*i).ok(),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            _ => None,
-        })
+        .map(|(_, v)| v)
+}
+
+/// A list of partition numbers in RequestIdentification's extra dict.
+fn extra_list(extra: &neo_protocol::Dict<Bytes, Value>, key: &str) -> Option<Vec<u32>> {
+    match extra_value(extra, key)? {
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Int(i) => u32::try_from(*i).ok(),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
 }

@@ -445,7 +445,7 @@ impl Node for Master {
                     },
                 );
             }
-            Input::Connected { conn } => self.connected(now, out, conn),
+            Input::Connected { conn } => self.connected(out, conn),
             Input::ConnectFailed { conn } | Input::Closed { conn } => {
                 out.forget(conn);
                 self.connection_lost(now, out, conn);
@@ -537,7 +537,7 @@ impl Master {
                 let reason = format!("{} before identification", packet.name());
                 self.protocol_error(out, conn, msg_id, &reason);
             }
-            (Peer::Primary(_), packet) => self.from_primary(now, out, conn, packet),
+            (Peer::Primary(_), packet) => self.primary_packet(out, conn, packet),
             (Peer::Election(_), Packet::NotPrimaryMaster(p)) => {
                 self.not_primary_master(now, out, conn, p)
             }
@@ -551,11 +551,11 @@ impl Master {
                 let node_type = self.nodes.get(*nid).map(|e| e.node_type);
                 match node_type {
                     Some(NodeType::Storage) => {
-                        self.from_storage(now, out, conn, *nid, msg_id, packet)
+                        self.storage_packet(now, out, conn, *nid, msg_id, packet)
                     }
-                    Some(NodeType::Admin) => self.from_admin(now, out, conn, msg_id, packet),
+                    Some(NodeType::Admin) => self.admin_packet(now, out, conn, msg_id, packet),
                     Some(NodeType::Client) => {
-                        self.from_client(now, out, conn, *nid, msg_id, packet)
+                        self.client_packet(now, out, conn, *nid, msg_id, packet)
                     }
                     Some(NodeType::Master) => {
                         tracing::debug!("ignoring {} from secondary {nid}", packet.name())
@@ -658,7 +658,7 @@ impl Master {
         };
         match connection.peer {
             Peer::Unidentified => {}
-            Peer::Election(address) => self.election_connection_lost(now, out, address),
+            Peer::Election(address) => self.election_connection_lost(now, address),
             Peer::Primary(address) => self.primary_lost(now, out, address),
             Peer::Node(nid) => self.node_lost(now, out, nid, conn),
         }

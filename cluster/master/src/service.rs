@@ -31,7 +31,7 @@ impl Master {
         }
     }
 
-    pub(crate) fn from_storage(
+    pub(crate) fn storage_packet(
         &mut self,
         now: Time,
         out: &mut Outbox,
@@ -86,20 +86,6 @@ impl Master {
                     }
                 }
             }
-            Packet::AskLastIDs(_) => out.answer(
-                conn,
-                msg_id,
-                neo_protocol::AnswerLastIDs {
-                    last_tid: Some(self.last_tid),
-                    last_oid: Some(self.last_oid),
-                    first_tid: self.first_tid,
-                },
-            ),
-            Packet::AskLastTransaction(_) => out.answer(
-                conn,
-                msg_id,
-                neo_protocol::AnswerLastTransaction { tid: self.last_tid },
-            ),
             Packet::NotifyPackCompleted(n) => self.pack_completed(out, nid, n.pack_id),
             Packet::AskPackOrders(p) => self.answer_pack_orders(out, conn, msg_id, p.pack_id, true),
             Packet::NotifyPartitionCorrupted(n) => {
@@ -126,7 +112,7 @@ impl Master {
         }
     }
 
-    pub(crate) fn from_client(
+    pub(crate) fn client_packet(
         &mut self,
         now: Time,
         out: &mut Outbox,
@@ -156,11 +142,6 @@ impl Master {
             return;
         };
         match packet {
-            Packet::AskLastTransaction(_) => out.answer(
-                conn,
-                msg_id,
-                neo_protocol::AnswerLastTransaction { tid: self.last_tid },
-            ),
             Packet::AskNewOIDs(request) => {
                 let n = request.num_oids.min(100_000);
                 let first = self.last_oid.0 + 1;
@@ -271,8 +252,6 @@ impl Master {
         let allowed = self.startup_allowed;
         self.enter_recovery(now, out);
         self.startup_allowed = allowed;
-        let storages: Vec<ConnId> = Vec::new();
-        let _ = storages;
     }
 
     /// STOPPING: wait until no transaction is pending, then tell storages they are DOWN,

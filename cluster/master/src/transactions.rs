@@ -233,7 +233,7 @@ impl Master {
                 if entry.conn.is_none() || entry.state != NodeState::Running {
                     continue;
                 }
-                if !self.ready.get(&nid).is_some_and(|r| *r <= readiness) {
+                if !self.ready_by(nid, readiness) {
                     continue;
                 }
                 if failed.contains(&nid) {
@@ -459,7 +459,7 @@ impl Master {
         let readiness = txn.readiness;
         let failed: Vec<Nid> = failed
             .into_iter()
-            .filter(|n| self.ready.get(n).is_some_and(|r| *r <= readiness))
+            .filter(|n| self.ready_by(*n, readiness))
             .collect();
         if !self.operational_without(&failed) {
             out.error(
@@ -534,6 +534,12 @@ impl Master {
             txn.waiting.remove(&nid);
         }
         self.commit_ready_transactions(now, out);
+    }
+
+    /// Whether a storage was ready when a transaction with this readiness value began:
+    /// only those take part in it (cluster.md 5.9).
+    fn ready_by(&self, nid: Nid, readiness: u64) -> bool {
+        self.ready.get(&nid).is_some_and(|r| *r <= readiness)
     }
 
     /// Whether the table stays operational without these nodes.
