@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use neo_node::tid::days_from_civil;
 use neo_protocol::{CellState, ClusterState, Tid};
 
 /// Number of cells per cell state, keyed by the state's wire value so that iteration
@@ -218,16 +219,6 @@ pub fn py_float(value: f64) -> String {
     } else {
         format!("{text}.0")
     }
-}
-
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = month as i64;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! of the print commands (`--json`, our addition).
 
 use neo_node::pt::{format_rows, format_table};
+use neo_node::tid::civil_from_days;
 use neo_protocol::{Address, ClusterState, Nid, NodeInfo, NodeState, NodeType, Oid, Row, Tid};
 use serde_json::{json, Value as Json};
 
@@ -138,19 +139,6 @@ fn calendar_text(
         text.push_str(&format!(".{micros:06}"));
     }
     text
-}
-
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// `print pt`: the header, then the full view (one line per storage) when `min` and
