@@ -34,7 +34,7 @@ fn run_seed(seed: u64, trace_limit: usize) -> Result<(), String> {
         }
     }
     for _ in 0..STEPS {
-        fault(&mut c);
+        fault(&mut c, false, 2.0);
         let seconds = 0.2 + 10.0 * c.world.rng().unit();
         c.world.run_for(seconds);
         if !c.world.violations().is_empty() {
@@ -84,11 +84,15 @@ fn build(seed: u64, trace_limit: usize) -> Cluster {
     c
 }
 
-/// One fault drawn from the world's generator.
-fn fault(c: &mut Cluster) {
+/// One fault drawn from the world's generator: kills, restarts, cuts, heals, delays of
+/// at most `max_delay` seconds; with `client_cuts`, also cuts between one client and some
+/// servers (the transaction loop). The draws are the same either way, so a seed replays
+/// the same run.
+pub(crate) fn fault(c: &mut Cluster, client_cuts: bool, max_delay: f64) {
     let nodes: Vec<NodeId> = c.masters.iter().chain(&c.storages).copied().collect();
     let storages = c.storages.clone();
     let masters = c.masters.clone();
+    let clients = c.clients.clone();
     let pick = |c: &mut Cluster, list: &[NodeId], up: bool| -> Option<NodeId> {
         let candidates: Vec<NodeId> = list
             .iter()
@@ -97,7 +101,10 @@ fn fault(c: &mut Cluster) {
             .collect();
         c.world.rng().pick(&candidates).copied()
     };
-    match c.world.rng().below(9) {
+    let draw = c.world.rng().below(if client_cuts { 10 } else { 9 });
+    // Past the lifecycle faults, the client cut takes its own draw.
+    let heal = if client_cuts { 8 } else { 7 };
+    match draw {
         0 | 1 => {
             if let Some(id) = pick(c, &storages, true) {
                 c.world.kill(id);
@@ -141,13 +148,26 @@ fn fault(c: &mut Cluster) {
                 c.world.partition(&cut, &rest);
             }
         }
-        7 => c.world.heal(),
+        7 if client_cuts => {
+            // One client loses some servers (storages, or the master too).
+            if let Some(&client) = c.world.rng().pick(&clients) {
+                let cut: Vec<NodeId> = nodes
+                    .iter()
+                    .copied()
+                    .filter(|_| c.world.rng().chance(0.4))
+                    .collect();
+                if !cut.is_empty() {
+                    c.world.partition(&[client], &cut);
+                }
+            }
+        }
+        d if d == heal => c.world.heal(),
         _ => {
             if let Some(&id) = c.world.rng().pick(&nodes) {
                 let seconds = if c.world.rng().chance(0.3) {
                     0.0
                 } else {
-                    2.0 * c.world.rng().unit()
+                    max_delay * c.world.rng().unit()
                 };
                 c.world.delay(id, seconds);
             }
@@ -155,7 +175,7 @@ fn fault(c: &mut Cluster) {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
+pub(crate) fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 

@@ -10,6 +10,7 @@
 //! (default 1000); a failing seed is printed, and `NEO_SIM_TX_SEED=n cargo test -p
 //! neo-sim replay_pinned_tx_seed -- --nocapture` replays it with its trace.
 
+use crate::seeds::{env_u64, fault};
 use neo_sim::workload::Outcome;
 use neo_sim::{check_model, Cluster, NodeId, Spec, Status, Workload, WorkloadConfig};
 
@@ -75,7 +76,7 @@ fn run_seed(seed: u64, trace_limit: usize, faults: bool) -> Result<Stats, String
     c.world.run_for(0.5);
     for _ in 0..STEPS {
         if faults {
-            fault(&mut c);
+            fault(&mut c, true, 1.0);
         }
         let seconds = 0.2 + 1.5 * c.world.rng().unit();
         c.world.run_for(seconds);
@@ -170,96 +171,6 @@ fn run_seed(seed: u64, trace_limit: usize, faults: bool) -> Result<Stats, String
         stale_restarts: usize::from(stale && !problems.is_empty()),
         events: c.world.events_processed(),
     })
-}
-
-/// One fault drawn from the world's generator: the lifecycle faults of the seed loop,
-/// plus cuts between one client and some servers.
-fn fault(c: &mut Cluster) {
-    let nodes: Vec<NodeId> = c.masters.iter().chain(&c.storages).copied().collect();
-    let storages = c.storages.clone();
-    let masters = c.masters.clone();
-    let clients = c.clients.clone();
-    let pick = |c: &mut Cluster, list: &[NodeId], up: bool| -> Option<NodeId> {
-        let candidates: Vec<NodeId> = list
-            .iter()
-            .copied()
-            .filter(|id| c.world.is_up(*id) == up)
-            .collect();
-        c.world.rng().pick(&candidates).copied()
-    };
-    match c.world.rng().below(10) {
-        0 | 1 => {
-            if let Some(id) = pick(c, &storages, true) {
-                c.world.kill(id);
-            }
-        }
-        2 | 3 => {
-            if let Some(id) = pick(c, &storages, false) {
-                c.world.restart(id);
-            }
-        }
-        4 => {
-            if let Some(id) = pick(c, &masters, true) {
-                c.world.kill(id);
-            }
-        }
-        5 => {
-            if let Some(id) = pick(c, &masters, false) {
-                c.world.restart(id);
-            }
-        }
-        6 => {
-            // As in the seed loop: one side holds only masters or only storages (NEO has
-            // no quorum; a cut leaving a master with storages on each side is split
-            // brain by design). Clients stay on no side.
-            let group = if c.world.rng().chance(0.5) {
-                &masters
-            } else {
-                &storages
-            };
-            let cut: Vec<NodeId> = group
-                .iter()
-                .copied()
-                .filter(|_| c.world.rng().chance(0.5))
-                .collect();
-            let rest: Vec<NodeId> = nodes
-                .iter()
-                .copied()
-                .filter(|id| !cut.contains(id))
-                .collect();
-            if !cut.is_empty() && !rest.is_empty() {
-                c.world.partition(&cut, &rest);
-            }
-        }
-        7 => {
-            // One client loses some servers (storages, or the master too).
-            if let Some(&client) = c.world.rng().pick(&clients) {
-                let cut: Vec<NodeId> = nodes
-                    .iter()
-                    .copied()
-                    .filter(|_| c.world.rng().chance(0.4))
-                    .collect();
-                if !cut.is_empty() {
-                    c.world.partition(&[client], &cut);
-                }
-            }
-        }
-        8 => c.world.heal(),
-        _ => {
-            if let Some(&id) = c.world.rng().pick(&nodes) {
-                let seconds = if c.world.rng().chance(0.3) {
-                    0.0
-                } else {
-                    1.0 * c.world.rng().unit()
-                };
-                c.world.delay(id, seconds);
-            }
-        }
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
 #[test]
