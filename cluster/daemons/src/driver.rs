@@ -230,31 +230,18 @@ impl Loop<'_> {
                 }
                 None => POLL_INTERVAL,
             };
-            // Background work runs only when no event waits.
-            if node.wants_idle() {
-                match events.try_recv() {
-                    Ok(event) => {
-                        if let Some(input) = self.translate(event) {
-                            if let Some(code) = self.feed(node, input) {
-                                return code;
-                            }
-                        }
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+            // Background work (Input::Idle) runs only when no event waits.
+            let idle = node.wants_idle();
+            let event = match events.recv_timeout(if idle { Duration::ZERO } else { wait }) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => {
+                    if idle {
                         if let Some(code) = self.feed(node, Input::Idle) {
                             return code;
                         }
                     }
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        tracing::error!("the network layer stopped");
-                        return 1;
-                    }
+                    continue;
                 }
-                continue;
-            }
-            let event = match events.recv_timeout(wait) {
-                Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
                     tracing::error!("the network layer stopped");
                     return 1;
