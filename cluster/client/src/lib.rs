@@ -1,6 +1,7 @@
-//! A blocking Rust API to a NEO cluster: [`Client::connect`] starts one background thread
-//! that owns the network (`neo-net`) and the client logic (`neo-client-core`); each method
-//! sends an operation to it and waits for its completion.
+//! A blocking Rust API to a NEO cluster: [`Client::connect`] puts the client logic
+//! (`neo-client-core`) behind a lock shared by the calling threads, one reader thread per
+//! connection and a timer thread (`driver.rs`); each method submits an operation from the
+//! caller's own thread and waits for its completion (cache hits complete at once).
 //!
 //! The methods mirror what ZODB needs of a storage (zodb-storage-api.md) so that the Python
 //! adapter only translates: loads, OIDs, the two-phase commit with caller-side conflict
@@ -8,14 +9,12 @@
 //! invalidations ([`Client::poll_invalidations`] or a callback).
 //!
 //! Must not hold node logic (that is `neo-client-core`); nothing here is sans-IO.
-//! A helper thread forwards network events into the same channel as the commands, so that
-//! the background thread waits on one channel.
 
 mod driver;
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,7 +26,8 @@ pub use neo_client_core::{
 };
 use neo_protocol::{Address, Bytes, Oid, Tid, UndoSerial};
 
-/// Receives each invalidation, in order, on the client's thread.
+/// Receives each invalidation, in order, on whichever client thread processed it, with the
+/// client's lock held: it must not call the client back.
 pub type InvalidationCallback = Arc<dyn Fn(&Invalidation) + Send + Sync>;
 
 /// How to reach the cluster and treat data (tools.md 7.1).
@@ -45,8 +45,9 @@ pub struct ClientConfig {
     pub ignore_wrong_checksum: bool,
     /// How long a call waits before giving up (the operation may still complete).
     pub timeout: Duration,
-    /// Called from the background thread, in order, for every invalidation (ZODB's
-    /// `DB.invalidate`); invalidations are also queued for [`Client::poll_invalidations`].
+    /// Called in order for every invalidation (ZODB's `DB.invalidate`), from a client
+    /// thread holding the client's lock (so it must not call the client); invalidations
+    /// are also queued for [`Client::poll_invalidations`].
     pub on_invalidation: Option<InvalidationCallback>,
 }
 
@@ -119,18 +120,9 @@ pub struct IteratedTransaction {
     pub records: Vec<Record>,
 }
 
-pub(crate) enum Command {
-    Run(
-        Operation,
-        mpsc::Sender<std::result::Result<Reply, ClientError>>,
-    ),
-    CacheStats(mpsc::Sender<CacheStats>),
-    Close,
-}
-
 /// A connected client. Cheap to share by reference across threads (`&Client` is Sync).
 pub struct Client {
-    commands: Mutex<mpsc::Sender<driver::Message>>,
+    shared: Arc<driver::Shared>,
     invalidations: Arc<Mutex<VecDeque<Invalidation>>>,
     timeout: Duration,
     thread: Option<JoinHandle<()>>,
@@ -160,10 +152,10 @@ impl Client {
         core.ignore_wrong_checksum = config.ignore_wrong_checksum;
         core.seed = driver::random_seed();
         let invalidations = Arc::new(Mutex::new(VecDeque::new()));
-        let (sender, thread) =
+        let (shared, thread) =
             driver::start(core, invalidations.clone(), config.on_invalidation.clone())?;
         let client = Client {
-            commands: Mutex::new(sender),
+            shared,
             invalidations,
             timeout: config.timeout,
             thread: Some(thread),
@@ -173,17 +165,9 @@ impl Client {
     }
 
     fn call(&self, operation: Operation) -> Result<Reply> {
-        let (sender, receiver) = mpsc::channel();
-        {
-            let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
-            commands
-                .send(driver::Message::Command(Command::Run(operation, sender)))
-                .map_err(|_| ClientError::Closed)?;
-        }
-        match receiver.recv_timeout(self.timeout) {
-            Ok(result) => Ok(result?),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout(self.timeout)),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ClientError::Closed.into()),
+        match self.shared.call(operation, self.timeout) {
+            driver::CallResult::Done(result) => Ok(result?),
+            driver::CallResult::TimedOut => Err(Error::Timeout(self.timeout)),
         }
     }
 
@@ -479,16 +463,7 @@ impl Client {
     }
 
     pub fn cache_stats(&self) -> Result<CacheStats> {
-        let (sender, receiver) = mpsc::channel();
-        {
-            let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
-            commands
-                .send(driver::Message::Command(Command::CacheStats(sender)))
-                .map_err(|_| ClientError::Closed)?;
-        }
-        receiver
-            .recv_timeout(self.timeout)
-            .map_err(|_| Error::Timeout(self.timeout))
+        Ok(self.shared.cache_stats())
     }
 
     /// Closes every connection and stops the background thread.
@@ -498,10 +473,7 @@ impl Client {
 
     fn stop(&mut self) {
         if let Some(thread) = self.thread.take() {
-            {
-                let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = commands.send(driver::Message::Command(Command::Close));
-            }
+            self.shared.close();
             let _ = thread.join();
         }
     }
