@@ -178,10 +178,16 @@ impl SqliteBackend {
         Ok(())
     }
 
-    /// Starts a write transaction unless one is open.
+    /// Starts a transaction unless one is open. Reads open one too and leave it open
+    /// until the next [`Backend::commit`]: in autocommit mode every statement would take
+    /// and release the file's shared lock and look for a hot journal (fcntl and stat
+    /// calls, a third of a load's CPU). Other connections may still read meanwhile.
     fn begin(&self) -> Result<()> {
         if self.conn.is_autocommit() {
-            self.conn.execute_batch("BEGIN").map_err(db_error)?;
+            self.conn
+                .prepare_cached("BEGIN")
+                .and_then(|mut statement| statement.execute([]))
+                .map_err(db_error)?;
         }
         Ok(())
     }
@@ -215,6 +221,7 @@ impl SqliteBackend {
         params: P,
         map: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Option<T>> {
+        self.begin()?;
         self.conn
             .prepare_cached(sql)
             .and_then(|mut statement| statement.query_row(params, map).optional())
@@ -238,6 +245,7 @@ impl SqliteBackend {
         params: P,
         map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
+        self.begin()?;
         self.conn
             .prepare_cached(sql)
             .and_then(|mut statement| {
@@ -475,6 +483,7 @@ impl SqliteBackend {
 
 impl Backend for SqliteBackend {
     fn get_config(&self, key: &str) -> Result<Option<String>> {
+        self.begin()?;
         let value = self
             .conn
             .prepare_cached("SELECT value FROM config WHERE name=?")
@@ -507,7 +516,10 @@ impl Backend for SqliteBackend {
 
     fn commit(&mut self) -> Result<()> {
         if !self.conn.is_autocommit() {
-            self.conn.execute_batch("COMMIT").map_err(db_error)?;
+            self.conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut statement| statement.execute([]))
+                .map_err(db_error)?;
         }
         Ok(())
     }
@@ -756,42 +768,74 @@ impl Backend for SqliteBackend {
     ) -> Result<Option<ObjectRecord>> {
         let partition = self.partition_of(oid.0)?;
         let key = to_i64(oid.0)?;
-        type Found = (i64, Option<i64>, Option<i64>);
+        // One statement per load: the revision, its data (LEFT JOIN: a deletion has
+        // none) and, for a non-current revision, the next serial. The current revision
+        // (the common load) has no next one by definition.
+        type Found = (
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<(u8, Vec<u8>, Vec<u8>)>,
+        );
         let map = |row: &Row<'_>| -> rusqlite::Result<Found> {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            let compression: Option<u8> = row.get(4)?;
+            let data = match compression {
+                Some(compression) => Some((compression, row.get(5)?, row.get(6)?)),
+                None => None,
+            };
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, data))
         };
         let found: Option<Found> = match (at, before) {
             (Some(at), _) => self.query_opt(
-                "SELECT tid, data_id, value_tid FROM obj WHERE partition=? AND oid=? AND tid=?",
+                "SELECT o.tid, o.data_id, o.value_tid, \
+                 (SELECT n.tid FROM obj AS n WHERE n.partition=o.partition AND n.oid=o.oid \
+                 AND n.tid>o.tid ORDER BY n.tid LIMIT 1), \
+                 d.compression, d.hash, d.value \
+                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
+                 WHERE o.partition=? AND o.oid=? AND o.tid=?",
                 params![partition, key, to_i64(at.0)?],
                 map,
             )?,
             (None, Some(before)) => self.query_opt(
-                "SELECT tid, data_id, value_tid FROM obj WHERE partition=? AND oid=? AND tid<? \
-                 ORDER BY tid DESC LIMIT 1",
+                "SELECT o.tid, o.data_id, o.value_tid, \
+                 (SELECT n.tid FROM obj AS n WHERE n.partition=o.partition AND n.oid=o.oid \
+                 AND n.tid>o.tid ORDER BY n.tid LIMIT 1), \
+                 d.compression, d.hash, d.value \
+                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
+                 WHERE o.partition=? AND o.oid=? AND o.tid<? ORDER BY o.tid DESC LIMIT 1",
                 params![partition, key, to_i64(before.0)?],
                 map,
             )?,
             (None, None) => self.query_opt(
-                "SELECT tid, data_id, value_tid FROM obj WHERE partition=? AND oid=? \
-                 ORDER BY tid DESC LIMIT 1",
+                "SELECT o.tid, o.data_id, o.value_tid, NULL, d.compression, d.hash, d.value \
+                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
+                 WHERE o.partition=? AND o.oid=? ORDER BY o.tid DESC LIMIT 1",
                 params![partition, key],
                 map,
             )?,
         };
-        let Some((serial, data_id, value_tid)) = found else {
+        let Some((serial, data_id, value_tid, next, data)) = found else {
             return Ok(None);
         };
-        let next: Option<i64> = self.query_opt(
-            "SELECT tid FROM obj WHERE partition=? AND oid=? AND tid>? ORDER BY tid LIMIT 1",
-            params![partition, key, serial],
-            |row| row.get(0),
-        )?;
+        let data = match (data_id, data) {
+            (None, _) => None,
+            (Some(_), Some((compression, hash, value))) => Some(StoredData {
+                compression,
+                checksum: to_checksum(&hash)?,
+                value: Bytes::from(value),
+            }),
+            (Some(data_id), None) => {
+                return Err(BackendError::Corrupt(format!(
+                    "data row {data_id} is missing"
+                )))
+            }
+        };
         Ok(Some(ObjectRecord {
             oid,
             serial: Tid(to_u64(serial)?),
             next_serial: next.map(to_u64).transpose()?.map(Tid),
-            data: data_id.map(|id| self.load_data(id)).transpose()?,
+            data,
             data_serial: value_tid.map(to_u64).transpose()?.map(Tid),
         }))
     }
@@ -1098,7 +1142,8 @@ impl Backend for SqliteBackend {
         )?;
         // A pack order carried by this transaction is approved only when the master says
         // so (AskLockInformation.pack): the storage logic signs it with sign_pack_orders.
-        self.commit()
+        // The storage logic commits (once for every transaction locked meanwhile).
+        Ok(())
     }
 
     fn unlock_transaction(&mut self, ttid: Tid, tid: Tid) -> Result<()> {

@@ -188,7 +188,8 @@ pub trait Backend {
         data_serial: Option<Tid>,
         temporary: bool,
     ) -> Result<()>;
-    /// Sets the final tid of a voted transaction (`ttrans.tid`), and commits.
+    /// Sets the final tid of a voted transaction (`ttrans.tid`). Does not commit: the
+    /// storage commits once for every transaction locked meanwhile (group commit).
     fn lock_transaction(&mut self, ttid: Tid, tid: Tid) -> Result<()>;
     /// Moves a locked transaction from the temporary tables to the final ones.
     fn unlock_transaction(&mut self, ttid: Tid, tid: Tid) -> Result<()>;

@@ -27,6 +27,8 @@ struct Disk {
     committed: Tables,
     /// Set while a backend has the disk open (the exclusive lock of 7.8).
     in_use: bool,
+    /// Commits made on this disk, for tests of group commit.
+    commits: u64,
 }
 
 impl MemoryDisk {
@@ -37,6 +39,11 @@ impl MemoryDisk {
     /// Whether a backend currently has this disk open.
     pub fn in_use(&self) -> bool {
         self.0.borrow().in_use
+    }
+
+    /// How many commits were made on this disk (each would be an fsync on a real one).
+    pub fn commits(&self) -> u64 {
+        self.0.borrow().commits
     }
 }
 
@@ -177,7 +184,9 @@ impl Backend for MemoryBackend {
     }
 
     fn commit(&mut self) -> Result<()> {
-        self.disk.0.borrow_mut().committed = self.work.clone();
+        let mut disk = self.disk.0.borrow_mut();
+        disk.committed = self.work.clone();
+        disk.commits += 1;
         Ok(())
     }
 
@@ -497,7 +506,7 @@ impl Backend for MemoryBackend {
         if let Some(entry) = self.work.ttrans.get_mut(&ttid) {
             entry.1 = Some(tid);
         }
-        self.commit()
+        Ok(())
     }
 
     fn unlock_transaction(&mut self, ttid: Tid, tid: Tid) -> Result<()> {

@@ -100,6 +100,11 @@ pub struct Storage<B: Backend> {
     pub(crate) checker: Checker,
     pub(crate) tm: TransactionManager,
     pub(crate) pack: PackState,
+    /// Group commit: answers that promise durable writes (vote, lock), held until one
+    /// backend commit covers every write made before them (see [`Storage::flush`]).
+    pub(crate) held: Vec<(ConnId, u32, Packet)>,
+    /// Inputs handled since the first held answer, to bound how long one waits.
+    held_inputs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +228,8 @@ impl<B: Backend> Storage<B> {
             checker: Checker::default(),
             tm: TransactionManager::default(),
             pack: PackState::default(),
+            held: Vec::new(),
+            held_inputs: 0,
         })
     }
 
@@ -449,6 +456,8 @@ impl<B: Backend> Storage<B> {
 
     fn fatal(&mut self, out: &mut Outbox, error: BackendError) {
         error!("backend failure: {error}");
+        // What they promise may not be on disk.
+        self.held.clear();
         self.close_links(out);
         if let Some(master) = self.master.take() {
             out.close(master.conn);
@@ -1142,9 +1151,9 @@ impl<B: Backend> Storage<B> {
             }
             Packet::AskStoreTransaction(ask) => {
                 let ttid = ask.ttid;
-                self.vote(conn, msg_id, ttid, Some(ask), out)
+                self.vote(conn, msg_id, ttid, Some(ask))
             }
-            Packet::AskVoteTransaction(ask) => self.vote(conn, msg_id, ask.ttid, None, out),
+            Packet::AskVoteTransaction(ask) => self.vote(conn, msg_id, ask.ttid, None),
             Packet::AskObjectUndoSerial(ask) => {
                 match self.ask_object_undo_serial(
                     ask.ttid,
@@ -1241,12 +1250,123 @@ impl<B: Backend> Storage<B> {
     }
 }
 
+/// Group commit bounds: held answers are released after at most this many of them, or
+/// this many inputs, even if inputs keep coming (the driver sends Idle only when none
+/// waits).
+const HELD_ANSWERS_MAX: usize = 256;
+const HELD_INPUTS_MAX: u32 = 256;
+
+impl<B: Backend> Storage<B> {
+    /// Sends `packet` once every write made so far is durable: one commit then covers
+    /// every transaction that reached a vote or a lock since the previous one (group
+    /// commit). Until then the answer is not sent, so a crash loses only writes that no
+    /// peer was told about.
+    pub(crate) fn answer_durable(&mut self, conn: ConnId, msg_id: u32, packet: impl Into<Packet>) {
+        self.held.push((conn, msg_id, packet.into()));
+    }
+
+    /// Answers held for durability (tests): (conn, msg_id, packet name).
+    pub fn held_answers(&self) -> Vec<(ConnId, u32, &'static str)> {
+        self.held
+            .iter()
+            .map(|(conn, msg_id, packet)| (*conn, *msg_id, packet.name()))
+            .collect()
+    }
+
+    /// Commits the backend and sends the answers that waited for it. The driver gets
+    /// there through [`Input::Idle`] once no event waits, or before any input that is not
+    /// a plain client or commit request.
+    fn flush(&mut self, out: &mut Outbox) {
+        self.held_inputs = 0;
+        if self.held.is_empty() {
+            return;
+        }
+        debug!("group commit of {} answers", self.held.len());
+        if let Err(e) = self.backend.commit() {
+            return self.fatal(out, e);
+        }
+        for (conn, msg_id, packet) in self.held.drain(..) {
+            out.answer(conn, msg_id, packet);
+        }
+    }
+}
+
+/// Whether an input may be handled while answers wait for a commit: requests whose
+/// answers reveal nothing that is not durable yet (reads of committed data, stores,
+/// votes and locks, which hold their own answers). Anything else (timers, connections,
+/// phase and partition changes, final-TID queries) waits for the commit first.
+fn batchable(input: &Input) -> bool {
+    let (Input::Packet { packet, .. } | Input::Answer { packet, .. }) = input else {
+        return false;
+    };
+    matches!(
+        packet,
+        Packet::AskObject(_)
+            | Packet::AskStoreObject(_)
+            | Packet::AskCheckCurrentSerial(_)
+            | Packet::AskRelockObject(_)
+            | Packet::AskStoreTransaction(_)
+            | Packet::AskVoteTransaction(_)
+            | Packet::AskLockInformation(_)
+            | Packet::NotifyUnlockInformation(_)
+            | Packet::NotifyTransactionFinished(_)
+            | Packet::AskObjectHistory(_)
+            | Packet::AskTransactionInformation(_)
+            | Packet::AskTIDs(_)
+    )
+}
+
 impl<B: Backend> Node for Storage<B> {
     fn handle(&mut self, now: Time, input: Input, out: &mut Outbox) {
         self.now = now;
         if self.phase == Phase::Exited {
             return;
         }
+        if !self.held.is_empty() {
+            if let Input::Closed { conn } | Input::ConnectFailed { conn } = input {
+                // Nobody is left to read them.
+                self.held.retain(|(c, _, _)| *c != conn);
+            }
+            if !batchable(&input) {
+                let idle = matches!(input, Input::Idle);
+                self.flush(out);
+                if idle {
+                    return;
+                }
+            }
+        }
+        self.handle_input(now, input, out);
+        if !self.held.is_empty() {
+            self.held_inputs += 1;
+            if self.held.len() >= HELD_ANSWERS_MAX || self.held_inputs >= HELD_INPUTS_MAX {
+                self.flush(out);
+            }
+        }
+    }
+
+    fn wants_idle(&self) -> bool {
+        self.phase != Phase::Exited
+            && (!self.held.is_empty() || !self.background.is_empty() || self.checker_wants_idle())
+    }
+
+    fn deadline(&self) -> Option<Time> {
+        if self.phase == Phase::Exited {
+            return None;
+        }
+        let master = if self.master.is_none() {
+            self.master_retry_at
+        } else {
+            None
+        };
+        [master, self.replication.retry_at, self.tm.commit_at]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min)
+    }
+}
+
+impl<B: Backend> Storage<B> {
+    fn handle_input(&mut self, now: Time, input: Input, out: &mut Outbox) {
         let master_conn = self.master.as_ref().map(|m| (m.conn, m.identified));
         match input {
             Input::Start => self.bootstrap(out),
@@ -1329,24 +1449,5 @@ impl<B: Backend> Node for Storage<B> {
                 self.finish(conn, msg_id, result, out);
             }
         }
-    }
-
-    fn wants_idle(&self) -> bool {
-        self.phase != Phase::Exited && (!self.background.is_empty() || self.checker_wants_idle())
-    }
-
-    fn deadline(&self) -> Option<Time> {
-        if self.phase == Phase::Exited {
-            return None;
-        }
-        let master = if self.master.is_none() {
-            self.master_retry_at
-        } else {
-            None
-        };
-        [master, self.replication.retry_at, self.tm.commit_at]
-            .into_iter()
-            .flatten()
-            .reduce(f64::min)
     }
 }

@@ -287,7 +287,6 @@ impl<B: Backend> Storage<B> {
         msg_id: u32,
         ttid: Tid,
         metadata: Option<AskStoreTransaction>,
-        out: &mut Outbox,
     ) -> Handled {
         if metadata.is_some() {
             self.register(conn, ttid);
@@ -349,12 +348,12 @@ impl<B: Backend> Storage<B> {
         if let Some(record) = record {
             self.backend.store_transaction(&record, true)?;
         }
-        // After the vote, everything but the final TID is durable (8 item 12).
-        self.backend.commit()?;
+        // After the vote, everything but the final TID is durable (8 item 12): the
+        // answer waits for the next group commit.
         if answered_store {
-            out.answer(conn, msg_id, AnswerStoreTransaction {});
+            self.answer_durable(conn, msg_id, AnswerStoreTransaction {});
         } else {
-            out.answer(conn, msg_id, AnswerVoteTransaction {});
+            self.answer_durable(conn, msg_id, AnswerVoteTransaction {});
         }
         Ok(())
     }
@@ -484,7 +483,11 @@ impl<B: Backend> Storage<B> {
                     self.backend.sign_pack_orders(&[ttid], &[])?;
                 }
                 self.backend.lock_transaction(ttid, tid)?;
+                // The final TID must be on disk before the master hears of the lock.
+                self.answer_durable(conn, msg_id, AnswerInformationLocked { ttid });
+                return Ok(());
             }
+            // Nothing to write: the objects are durable since the vote was answered.
             Vote::Objects => {}
             Vote::No => warn!("{ttid} locked without having voted here"),
         }

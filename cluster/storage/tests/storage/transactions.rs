@@ -822,3 +822,160 @@ fn a_deferred_commit_is_made_before_exiting() {
     assert!(reopened.locked_transactions().unwrap().is_empty());
     assert_eq!(reopened.final_tid(ttid).unwrap(), Some(final_tid));
 }
+
+/// Votes of `ttid` on C1/C2 stored and answered, ready for the master's lock.
+fn voted(h: &mut Harness, conn: ConnId, oid: u64, ttid: Tid) {
+    assert_eq!(
+        on(&store(h, conn, 1, oid, tid(oid), ttid), conn),
+        vec![stored(None)]
+    );
+    vote_metadata(h, conn, ttid, &[oid]);
+}
+
+fn ask_lock(h: &mut Harness, msg_id: u32, ttid: Tid, tid: Tid) -> Vec<Output> {
+    let conn = h.master.unwrap();
+    h.feed(Input::Packet {
+        conn,
+        msg_id,
+        packet: AskLockInformation {
+            ttid,
+            tid,
+            pack: false,
+        }
+        .into(),
+    })
+}
+
+#[test]
+fn several_locks_are_answered_after_one_commit() {
+    let (a, b) = (tid(40), tid(41));
+    let (tid_a, tid_b) = (tid(42), tid(43));
+    for kill_before_idle in [true, false] {
+        let mut h = booted();
+        voted(&mut h, C1, 2, a);
+        voted(&mut h, C2, 3, b);
+        let disk = h.storage.backend().disk();
+        let commits = disk.commits();
+        // The driver feeds both locks before it finds no event waiting: neither is
+        // answered, nor committed, yet.
+        assert!(ask_lock(&mut h, 100, a, tid_a).is_empty());
+        assert!(ask_lock(&mut h, 101, b, tid_b).is_empty());
+        let master = h.master.unwrap();
+        assert_eq!(
+            h.storage.held_answers(),
+            vec![
+                (master, 100, "AnswerInformationLocked"),
+                (master, 101, "AnswerInformationLocked"),
+            ]
+        );
+        assert_eq!(disk.commits(), commits);
+        assert!(h.storage.wants_idle());
+        if kill_before_idle {
+            // Killed now: the master was told nothing, and the disk has the votes only.
+            drop(h);
+            let reopened = MemoryBackend::open(disk).unwrap();
+            assert_eq!(
+                reopened.locked_transactions().unwrap(),
+                vec![(a, None), (b, None)]
+            );
+            continue;
+        }
+        // No event waits: one commit, then both answers.
+        let outputs = h.feed(Input::Idle);
+        assert_eq!(disk.commits(), commits + 1);
+        assert_eq!(
+            sent_on(&outputs, master),
+            vec![
+                (100, AnswerInformationLocked { ttid: a }.into()),
+                (101, AnswerInformationLocked { ttid: b }.into()),
+            ]
+        );
+        assert!(h.storage.held_answers().is_empty());
+        drop(h);
+        let reopened = MemoryBackend::open(disk).unwrap();
+        assert_eq!(
+            reopened.locked_transactions().unwrap(),
+            vec![(a, Some(tid_a)), (b, Some(tid_b))]
+        );
+    }
+}
+
+#[test]
+fn held_answers_go_out_before_anything_that_is_not_a_plain_request() {
+    let mut h = booted();
+    let (ttid, final_tid) = (tid(40), tid(42));
+    voted(&mut h, C1, 2, ttid);
+    let disk = h.storage.backend().disk();
+    let commits = disk.commits();
+    // A vote is held like a lock.
+    assert!(ask_lock(&mut h, 100, ttid, final_tid).is_empty());
+    // Loads are served meanwhile (they read only committed data).
+    let load = h.feed(Input::Packet {
+        conn: C2,
+        msg_id: 7,
+        packet: AskObject {
+            oid: Oid(5),
+            at: None,
+            before: None,
+        }
+        .into(),
+    });
+    assert!(matches!(
+        on(&load, C2).as_slice(),
+        [Packet::AnswerObject(_)]
+    ));
+    assert_eq!(disk.commits(), commits);
+    // The final TID of a transaction is said only once its lock is durable: the commit
+    // and the lock's answer come first.
+    let outputs = h.feed(Input::Packet {
+        conn: C2,
+        msg_id: 8,
+        packet: AskFinalTID { ttid }.into(),
+    });
+    assert_eq!(disk.commits(), commits + 1);
+    let master = h.master.unwrap();
+    assert_eq!(
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, packet, .. } => Some((*conn, packet.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        vec![
+            (master, AnswerInformationLocked { ttid }.into()),
+            (
+                C2,
+                AnswerFinalTID {
+                    tid: Some(final_tid)
+                }
+                .into()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_vote_is_answered_once_it_is_committed() {
+    let mut h = booted();
+    let ttid = tid(40);
+    assert_eq!(
+        on(&store(&mut h, C1, 1, 2, tid(2), ttid), C1),
+        vec![stored(None)]
+    );
+    let outputs = h.feed(Input::Packet {
+        conn: C1,
+        msg_id: 9,
+        packet: AskVoteTransaction { ttid }.into(),
+    });
+    assert!(outputs.is_empty(), "{outputs:?}");
+    assert_eq!(
+        h.storage.held_answers(),
+        vec![(C1, 9, "AnswerVoteTransaction")]
+    );
+    // The client's connection drops before the commit: nobody is left to read the
+    // answer, which is forgotten.
+    let outputs = h.feed(Input::Closed { conn: C1 });
+    assert!(on(&outputs, C1).is_empty(), "{outputs:?}");
+    assert!(h.storage.held_answers().is_empty());
+}
