@@ -40,6 +40,8 @@ pub struct Client {
     /// Failure expiry time per storage.
     failures: BTreeMap<Nid, Time>,
     cache: Cache,
+    /// Deflate and inflate states reused for every object.
+    codec: codec::Codec,
     last_tid: Option<Tid>,
     ignore_invalidations: bool,
     new_oids: VecDeque<Oid>,
@@ -253,7 +255,9 @@ enum MultiKind {
 impl Client {
     pub fn new(config: Config) -> Client {
         let cache = Cache::new(config.cache_size);
+        let codec = codec::Codec::new(config.compress, config.compression_level);
         Client {
+            codec,
             rng: Rng::new(config.seed),
             config,
             now: 0.0,
@@ -1375,12 +1379,17 @@ impl Client {
             Ok(Packet::AnswerObject(p)) => {
                 let has_data = !p.data.is_empty() || p.checksum != ZERO_HASH;
                 let data = if has_data {
-                    match codec::decode(p.compression.unwrap_or(0), &p.checksum, &p.data) {
+                    match self
+                        .codec
+                        .decode(p.compression.unwrap_or(0), &p.checksum, &p.data)
+                    {
                         Ok(data) => Some(data),
                         Err(e) => {
                             tracing::error!(%nid, oid = %p.oid, serial = %p.serial, "{e}");
                             r.failures += 1;
-                            let fallback = codec::decompress(p.compression.unwrap_or(0), &p.data)
+                            let fallback = self
+                                .codec
+                                .decompress(p.compression.unwrap_or(0), &p.data)
                                 .unwrap_or_default();
                             r.wrong_checksum.get_or_insert(ObjectRecord {
                                 data: Some(fallback),
@@ -1716,9 +1725,7 @@ impl Client {
             txn.resolved.insert(oid, serial);
         }
         let encoded = match (&data, kind) {
-            (Some(data), ObjectKind::Store) => {
-                codec::encode(data, self.config.compress, self.config.compression_level)
-            }
+            (Some(data), ObjectKind::Store) => self.codec.encode(data),
             _ => codec::no_data(),
         };
         let version = txn.objects.get(&oid).map_or(0, |o| o.version + 1);
