@@ -1,13 +1,24 @@
-//! Runs `neo-client-core` on blocking sockets, with as few thread crossings per call as
+//! Runs `neo-client-core` on blocking sockets, with as few thread wakeups per call as
 //! possible: the core sits behind one mutex that every thread takes briefly. A caller
 //! submits its operation itself: a cache hit (or anything else the core completes at once)
-//! returns without waking any other thread; a request is written to the socket by the
-//! caller, which then waits on its own slot. One reader thread per connection decodes what
-//! arrives, feeds it to the core and fills the slots of the operations it completes; a
-//! timer thread feeds the core's deadlines. Invalidations are handed out (callback, then
-//! queue) before the completions of the same step, so that a caller woken by a completion
-//! already sees earlier invalidations.
+//! returns without waking any other thread. A request is written to its socket by the
+//! caller, which then waits for the answer:
 //!
+//! - if nobody reads the sockets, the caller becomes the reader (the leader): it polls
+//!   every connection of the client, feeds what arrives to the core and fills the slots of
+//!   the operations it completes, until its own is complete; the kernel wakes it and
+//!   nobody else when its answer arrives;
+//! - otherwise it waits on its own slot (a follower); a leader that leaves promotes one
+//!   waiting follower, which becomes the reader unless its answer came meanwhile.
+//!
+//! A background thread reads when no caller has done so for [`IDLE_READER_DELAY`]
+//! (invalidations and connection losses then arrive without calls), and feeds the core's
+//! deadlines. A caller that finds it reading kicks it (one byte on a socket pair) and waits
+//! to be promoted. Connections are opened by short-lived threads, which kick the reader so
+//! that it polls the new socket.
+//!
+//! Invalidations are handed out (callback, then queue) before the completions of the same
+//! step, so that a caller woken by a completion already sees earlier invalidations.
 //! Bytes for a connection are appended to its queue while the core's lock is held (so they
 //! keep the core's order) and written after the lock is released by whichever thread
 //! flushes first, so that a slow socket never blocks the core.
@@ -15,6 +26,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,9 +44,14 @@ use neo_protocol::{
 pub(crate) type Callback = Option<Arc<dyn Fn(&Invalidation) + Send + Sync>>;
 type Completion = Result<Reply, ClientError>;
 
-/// Longest sleep of the timer thread: the core's deadline can move without telling it
-/// (it is told, but this bounds the damage of a missed wakeup).
+/// Longest sleep of the background thread: the core's deadline can move without telling
+/// it (it is told, but this bounds the damage of a missed wakeup).
 const TIMER_MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// How long the sockets stay unread after a caller stopped reading them before the
+/// background thread reads them: short enough for invalidations to arrive between calls,
+/// long enough that a busy client never meets the background thread.
+pub(crate) const IDLE_READER_DELAY: Duration = Duration::from_millis(10);
 
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -60,15 +78,55 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Where one waiting caller's result is put.
 struct Slot {
-    result: Mutex<Option<Completion>>,
+    state: Mutex<SlotState>,
     ready: Condvar,
 }
 
+#[derive(Default)]
+struct SlotState {
+    result: Option<Completion>,
+    /// The reader left: this caller may become it.
+    promoted: bool,
+    /// The caller sleeps on the condition variable (a leader's own slot is not waited
+    /// on, and waking nobody still costs a system call).
+    sleeping: bool,
+}
+
 impl Slot {
-    fn fill(&self, result: Completion) {
-        *lock(&self.result) = Some(result);
-        self.ready.notify_one();
+    fn new() -> Slot {
+        Slot {
+            state: Mutex::new(SlotState::default()),
+            ready: Condvar::new(),
+        }
     }
+
+    fn fill(&self, result: Completion) {
+        let mut state = lock(&self.state);
+        state.result = Some(result);
+        if state.sleeping {
+            self.ready.notify_one();
+        }
+    }
+
+    fn promote(&self) {
+        let mut state = lock(&self.state);
+        state.promoted = true;
+        if state.sleeping {
+            self.ready.notify_one();
+        }
+    }
+
+    fn take(&self) -> Option<Completion> {
+        lock(&self.state).result.take()
+    }
+}
+
+/// Who reads the sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Nobody,
+    Caller,
+    Background,
 }
 
 /// Bytes waiting to be written on a connection.
@@ -134,9 +192,19 @@ struct State {
     /// Outputs being carried out (kept to reuse its allocation).
     outputs: Vec<Output>,
     conns: HashMap<ConnId, Arc<Conn>>,
+    /// The read side of each connected socket (the reader polls them all).
+    readers: HashMap<ConnId, Arc<TcpStream>>,
+    /// Changes whenever `readers` does, so that the reader knows when to look again.
+    readers_version: u64,
+    /// The callers waiting for a completion.
     slots: HashMap<OpId, Arc<Slot>>,
     next_op: OpId,
     closed: bool,
+    reader: Reader,
+    /// When a caller last stopped reading.
+    last_read: Instant,
+    /// A kick is on its way to the reader.
+    kicked: bool,
     after: AfterLock,
     invalidations: Arc<Mutex<VecDeque<Invalidation>>>,
     callback: Callback,
@@ -188,6 +256,9 @@ impl State {
                     }
                 }
                 Output::Close { conn } => {
+                    if self.readers.remove(&conn).is_some() {
+                        self.readers_version += 1;
+                    }
                     if let Some(shared) = self.conns.remove(&conn) {
                         lock(&shared.queue).close = true;
                         if !self.after.flush.iter().any(|c| c.id == conn) {
@@ -220,10 +291,45 @@ impl State {
     }
 }
 
+impl State {
+    /// Called when nobody reads any more: promotes a waiting caller, if any.
+    fn hand_over(&mut self) {
+        debug_assert_eq!(self.reader, Reader::Nobody);
+        if let Some(slot) = self.slots.values().next() {
+            slot.promote();
+        }
+    }
+
+    /// Whether the reader must be kicked (it is polling and not yet told).
+    fn needs_kick(&mut self) -> bool {
+        if self.reader == Reader::Nobody || self.kicked {
+            return false;
+        }
+        self.kicked = true;
+        true
+    }
+}
+
+/// What the reader owns while it reads: the decoders and its buffers.
+struct Io {
+    decoders: HashMap<ConnId, Decoder>,
+    readers: Vec<(ConnId, Arc<TcpStream>)>,
+    version: u64,
+    pollfds: Vec<libc::pollfd>,
+    buffer: Vec<u8>,
+    inputs: Vec<(ConnId, Input)>,
+    lost: Vec<ConnId>,
+}
+
 pub(crate) struct Shared {
     state: Mutex<State>,
-    /// Wakes the timer thread (deadline moved, or closing).
+    /// Wakes the background thread (deadline moved, or closing).
     timer: Condvar,
+    /// Held by the reader while it reads.
+    io: Mutex<Io>,
+    /// Written to interrupt the reader's poll; `kick_rx` is part of every poll.
+    kick_tx: UnixStream,
+    kick_rx: UnixStream,
 }
 
 impl Shared {
@@ -269,51 +375,275 @@ impl Shared {
 
     /// Submits an operation and waits (at most `timeout`) for its completion.
     pub(crate) fn call(self: &Arc<Self>, operation: Operation, timeout: Duration) -> CallResult {
-        let slot = self.with(|state| {
+        let deadline = Instant::now() + timeout;
+        let (submitted, kick) = self.with(|state| {
             if state.closed {
-                return Submitted::Done(Err(ClientError::Closed));
+                return (Submitted::Done(Err(ClientError::Closed)), false);
             }
             let op = state.next_op;
             state.next_op += 1;
             state.core.submit(now(), op, operation, &mut state.outbox);
             if let Some(result) = state.perform(Some(op)) {
-                return Submitted::Done(result);
+                return (Submitted::Done(result), false);
             }
-            let slot = Arc::new(Slot {
-                result: Mutex::new(None),
-                ready: Condvar::new(),
-            });
+            let slot = Arc::new(Slot::new());
             state.slots.insert(op, slot.clone());
-            Submitted::Waiting(op, slot)
-        });
-        let (op, slot) = match slot {
-            Submitted::Waiting(op, slot) => (op, slot),
-            Submitted::Done(result) => return CallResult::Done(result),
-        };
-        let deadline = Instant::now() + timeout;
-        let mut result = lock(&slot.result);
-        loop {
-            if let Some(result) = result.take() {
-                return CallResult::Done(result);
+            if state.reader == Reader::Nobody {
+                state.reader = Reader::Caller;
+                return (Submitted::Lead(op, slot), false);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                drop(result);
-                // The operation may still complete; nobody waits for it any more.
-                let late = self.with(|state| state.slots.remove(&op).is_none());
-                if late {
-                    if let Some(result) = lock(&slot.result).take() {
-                        return CallResult::Done(result);
+            // The background reader hands over to waiting callers when kicked.
+            let kick = state.reader == Reader::Background && state.needs_kick();
+            (Submitted::Follow(op, slot), kick)
+        });
+        if kick {
+            self.kick();
+        }
+        match submitted {
+            Submitted::Done(result) => CallResult::Done(result),
+            Submitted::Lead(op, slot) => self.lead(op, &slot, deadline),
+            Submitted::Follow(op, slot) => self.follow(op, &slot, deadline),
+        }
+    }
+
+    /// Reads the sockets until `op` completes, then hands the reading over.
+    fn lead(self: &Arc<Self>, op: OpId, slot: &Slot, deadline: Instant) -> CallResult {
+        let result = {
+            let mut io = lock(&self.io);
+            loop {
+                if let Some(result) = slot.take() {
+                    break Some(result);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break None;
+                }
+                self.read_round(&mut io, left);
+            }
+        };
+        self.with(|state| {
+            if result.is_none() {
+                state.slots.remove(&op);
+            }
+            state.reader = Reader::Nobody;
+            state.last_read = Instant::now();
+            state.hand_over();
+        });
+        match result.or_else(|| slot.take()) {
+            Some(result) => CallResult::Done(result),
+            None => CallResult::TimedOut,
+        }
+    }
+
+    /// Waits for `op`'s completion, or to be promoted to reader.
+    fn follow(self: &Arc<Self>, op: OpId, slot: &Slot, deadline: Instant) -> CallResult {
+        loop {
+            let mut state = lock(&slot.state);
+            loop {
+                if let Some(result) = state.result.take() {
+                    let promoted = std::mem::take(&mut state.promoted);
+                    drop(state);
+                    if promoted {
+                        // Pass the promotion on: this caller needs no reading any more.
+                        self.with(|state| {
+                            if state.reader == Reader::Nobody {
+                                state.hand_over();
+                            }
+                        });
+                    }
+                    return CallResult::Done(result);
+                }
+                if std::mem::take(&mut state.promoted) {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    drop(state);
+                    self.with(|state| {
+                        state.slots.remove(&op);
+                        if state.reader == Reader::Nobody {
+                            state.hand_over();
+                        }
+                    });
+                    return match slot.take() {
+                        Some(result) => CallResult::Done(result),
+                        None => CallResult::TimedOut,
+                    };
+                }
+                state.sleeping = true;
+                state = slot
+                    .ready
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                state.sleeping = false;
+            }
+            drop(state);
+            let lead = self.with(|state| {
+                if state.reader == Reader::Nobody {
+                    state.reader = Reader::Caller;
+                    true
+                } else {
+                    false
+                }
+            });
+            if lead {
+                return self.lead(op, slot, deadline);
+            }
+        }
+    }
+
+    /// One poll of every socket (and of the kick), at most `wait` long; what arrived is
+    /// fed to the core. Returns whether the reader was kicked.
+    fn read_round(self: &Arc<Self>, io: &mut Io, wait: Duration) -> bool {
+        let core_deadline = {
+            let state = lock(&self.state);
+            if state.readers_version != io.version {
+                io.version = state.readers_version;
+                io.readers.clear();
+                io.readers
+                    .extend(state.readers.iter().map(|(&id, s)| (id, s.clone())));
+                let readers = &io.readers;
+                io.decoders
+                    .retain(|id, _| readers.iter().any(|(other, _)| other == id));
+                for (id, _) in readers {
+                    io.decoders.entry(*id).or_insert_with(|| {
+                        Decoder::new(HandshakeMode::Expect).with_max_packet_size(MAX_PACKET_SIZE)
+                    });
+                }
+            }
+            state.core.deadline()
+        };
+        let mut wait = wait;
+        if let Some(deadline) = core_deadline {
+            wait = wait.min(Duration::from_secs_f64((deadline - now()).max(0.0)));
+        }
+        io.pollfds.clear();
+        io.pollfds.push(libc::pollfd {
+            fd: self.kick_rx.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        for (_, stream) in &io.readers {
+            io.pollfds.push(libc::pollfd {
+                fd: stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // Rounded up, so that a deadline is never polled for early in a loop.
+        let millis = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: `pollfds` is a valid array of `len` pollfd structures, and every fd in it
+        // stays open for the call (the kick socket lives in `self`, each stream in an Arc
+        // held by `io.readers`).
+        let ready = unsafe {
+            libc::poll(
+                io.pollfds.as_mut_ptr(),
+                io.pollfds.len() as libc::nfds_t,
+                millis,
+            )
+        };
+        let mut kicked = false;
+        if ready > 0 {
+            if io.pollfds[0].revents != 0 {
+                kicked = true;
+                let mut drain = [0u8; 64];
+                while matches!((&self.kick_rx).read(&mut drain), Ok(n) if n > 0) {}
+            }
+            let Io {
+                decoders,
+                readers,
+                pollfds,
+                buffer,
+                inputs,
+                lost,
+                ..
+            } = io;
+            for ((id, stream), pollfd) in readers.iter().zip(&pollfds[1..]) {
+                if pollfd.revents == 0 {
+                    continue;
+                }
+                let Some(decoder) = decoders.get_mut(id) else {
+                    continue;
+                };
+                // Readable: one read does not block (only the reader reads).
+                match (&**stream).read(buffer) {
+                    Ok(0) => {
+                        tracing::debug!(conn = id, "connection closed by the peer");
+                        lost.push(*id);
+                        continue;
+                    }
+                    Ok(n) => decoder.feed(&buffer[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => {
+                        tracing::debug!(conn = id, error = %e, "connection lost");
+                        lost.push(*id);
+                        continue;
                     }
                 }
-                return CallResult::TimedOut;
+                loop {
+                    match decoder.next_message() {
+                        Ok(Some(Message { msg_id, packet })) => {
+                            let conn = *id;
+                            let input = if packet.code() & RESPONSE_MASK != 0 {
+                                Input::Answer {
+                                    conn,
+                                    msg_id,
+                                    packet,
+                                }
+                            } else {
+                                Input::Packet {
+                                    conn,
+                                    msg_id,
+                                    packet,
+                                }
+                            };
+                            inputs.push((conn, input));
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(conn = id, error = %e, "malformed input, closing");
+                            let _ = stream.shutdown(Shutdown::Both);
+                            lost.push(*id);
+                            break;
+                        }
+                    }
+                }
             }
-            result = slot
-                .ready
-                .wait_timeout(result, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
+        if !kicked && io.inputs.is_empty() && io.lost.is_empty() && core_deadline.is_none() {
+            return false;
+        }
+        let Io { inputs, lost, .. } = io;
+        self.with(|state| {
+            if kicked {
+                state.kicked = false;
+            }
+            for (conn, input) in inputs.drain(..) {
+                // What a connection the core closed still sends is nobody's.
+                if state.conns.contains_key(&conn) {
+                    state.feed(input);
+                }
+            }
+            for conn in lost.drain(..) {
+                if state.readers.remove(&conn).is_some() {
+                    state.readers_version += 1;
+                }
+                if state.conns.remove(&conn).is_some() {
+                    state.feed(Input::Closed { conn });
+                }
+            }
+            if state.core.deadline().is_some_and(|d| d <= now()) {
+                state.feed(Input::Timer);
+            }
+        });
+        kicked
+    }
+
+    /// Interrupts the reader's poll.
+    fn kick(&self) {
+        let _ = (&self.kick_tx).write(&[1]);
     }
 
     pub(crate) fn cache_stats(self: &Arc<Self>) -> CacheStats {
@@ -336,12 +666,15 @@ impl Shared {
                 lock(&conn.queue).close = true;
                 state.after.flush.push(conn);
             }
+            state.readers.clear();
+            state.readers_version += 1;
         });
+        self.kick();
         self.timer.notify_one();
     }
 
-    /// The thread of one connection: connects, sends our handshake and what was queued,
-    /// then reads until the connection ends.
+    /// The thread of one new connection: connects, sends our handshake and what was
+    /// queued, and gives the socket to the reader.
     fn connection(self: Arc<Self>, conn: Arc<Conn>, addr: Address) {
         let id = conn.id;
         let stream = match resolve(&addr) {
@@ -351,8 +684,12 @@ impl Shared {
                 "cannot resolve the address",
             )),
         };
-        let stream = match stream {
-            Ok(stream) => stream,
+        let stream = stream.and_then(|stream| {
+            let reader = stream.try_clone()?;
+            Ok((stream, reader))
+        });
+        let (stream, reader) = match stream {
+            Ok(pair) => pair,
             Err(e) => {
                 tracing::info!(conn = id, error = %e, "connection failed");
                 self.with(|state| {
@@ -363,120 +700,88 @@ impl Shared {
                 return;
             }
         };
-        let mut reader = match stream.try_clone() {
-            Ok(reader) => reader,
-            Err(e) => {
-                tracing::warn!(conn = id, error = %e, "cannot clone the socket");
-                let _ = stream.shutdown(Shutdown::Both);
-                self.with(|state| {
-                    if state.conns.remove(&id).is_some() {
-                        state.feed(Input::ConnectFailed { conn: id });
-                    }
-                });
-                return;
-            }
-        };
         *lock(&conn.writer) = Some((stream, Vec::new()));
-        let registered = self.with(|state| {
-            let registered = state.conns.contains_key(&id);
-            if registered {
-                state.feed(Input::Connected { conn: id });
+        let reader = Arc::new(reader);
+        let (registered, kick) = self.with(|state| {
+            if !state.conns.contains_key(&id) {
+                return (false, false);
             }
-            registered
+            state.readers.insert(id, reader.clone());
+            state.readers_version += 1;
+            state.feed(Input::Connected { conn: id });
+            (true, state.needs_kick())
         });
         // Sends what the core queued before the connection was up (or, if the core
         // already closed it, shuts the socket down after that).
         conn.flush();
         if !registered {
             let _ = reader.shutdown(Shutdown::Both);
-            return;
         }
-        let mut decoder = Decoder::new(HandshakeMode::Expect).with_max_packet_size(MAX_PACKET_SIZE);
-        let mut buffer = vec![0u8; READ_CHUNK];
-        let mut inputs = Vec::new();
-        let reason = 'read: loop {
-            loop {
-                match decoder.next_message() {
-                    Ok(Some(Message { msg_id, packet })) => {
-                        inputs.push(if packet.code() & RESPONSE_MASK != 0 {
-                            Input::Answer {
-                                conn: id,
-                                msg_id,
-                                packet,
-                            }
-                        } else {
-                            Input::Packet {
-                                conn: id,
-                                msg_id,
-                                packet,
-                            }
-                        })
-                    }
-                    Ok(None) => break,
-                    Err(e) => break 'read format!("malformed input {e}"),
-                }
-            }
-            if !inputs.is_empty() {
-                let open = self.with(|state| {
-                    if !state.conns.contains_key(&id) {
-                        return false;
-                    }
-                    for input in inputs.drain(..) {
-                        state.feed(input);
-                    }
-                    true
-                });
-                if !open {
-                    // The core closed it: what follows is nobody's.
-                    let _ = reader.shutdown(Shutdown::Both);
-                    return;
-                }
-            }
-            match reader.read(&mut buffer) {
-                Ok(0) => break "closed by the peer".to_owned(),
-                Ok(n) => decoder.feed(&buffer[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break format!("I/O error: {e}"),
-            }
-        };
-        tracing::debug!(conn = id, %reason, "connection closed");
-        let _ = reader.shutdown(Shutdown::Both);
-        self.with(|state| {
-            if state.conns.remove(&id).is_some() {
-                state.feed(Input::Closed { conn: id });
-            }
-        });
+        if kick {
+            self.kick();
+        }
     }
 
-    /// The timer thread: feeds `Input::Timer` when the core's deadline comes.
-    fn timer_loop(self: Arc<Self>) {
+    /// The background thread: feeds the core's deadlines, and reads the sockets while no
+    /// caller has for a while.
+    fn background(self: Arc<Self>) {
         loop {
-            let fired = {
+            // Waits until the sockets have been left unread long enough.
+            let after = {
                 let mut state = lock(&self.state);
                 loop {
                     if state.closed {
                         return;
                     }
-                    let wait = match state.core.deadline() {
-                        Some(deadline) => {
-                            let left = deadline - now();
-                            if left <= 0.0 {
-                                break;
-                            }
-                            Duration::from_secs_f64(left).min(TIMER_MAX_SLEEP)
+                    if state.core.deadline().is_some_and(|d| d <= now()) {
+                        state.feed(Input::Timer);
+                        if !state.after.is_empty() {
+                            break Some(std::mem::take(&mut state.after));
                         }
-                        None => TIMER_MAX_SLEEP,
+                    }
+                    let idle = state.last_read.elapsed();
+                    if state.reader == Reader::Nobody
+                        && state.slots.is_empty()
+                        && idle >= IDLE_READER_DELAY
+                    {
+                        state.reader = Reader::Background;
+                        break None;
+                    }
+                    let mut wait = if state.reader == Reader::Nobody {
+                        IDLE_READER_DELAY.saturating_sub(idle)
+                    } else {
+                        IDLE_READER_DELAY
                     };
+                    wait = wait.max(IDLE_READER_DELAY / 4);
+                    if let Some(deadline) = state.core.deadline() {
+                        wait = wait.min(Duration::from_secs_f64((deadline - now()).max(0.0)));
+                    }
                     state = self
                         .timer
                         .wait_timeout(state, wait)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
-                state.feed(Input::Timer);
-                std::mem::take(&mut state.after)
             };
-            self.after(fired);
+            if let Some(after) = after {
+                self.after(after);
+                continue;
+            }
+            {
+                let mut io = lock(&self.io);
+                loop {
+                    let kicked = self.read_round(&mut io, TIMER_MAX_SLEEP);
+                    let state = lock(&self.state);
+                    if state.closed || (kicked && !state.slots.is_empty()) {
+                        break;
+                    }
+                }
+            }
+            self.with(|state| {
+                state.reader = Reader::Nobody;
+                state.last_read = Instant::now();
+                state.hand_over();
+            });
         }
     }
 }
@@ -484,7 +789,8 @@ impl Shared {
 /// What submitting left the caller with.
 enum Submitted {
     Done(Completion),
-    Waiting(OpId, Arc<Slot>),
+    Lead(OpId, Arc<Slot>),
+    Follow(OpId, Arc<Slot>),
 }
 
 pub(crate) enum CallResult {
@@ -492,35 +798,54 @@ pub(crate) enum CallResult {
     TimedOut,
 }
 
-/// Starts the client: the core, fed `Input::Start`, and its timer thread.
+/// Starts the client: the core, fed `Input::Start`, and its background thread.
 pub(crate) fn start(
     config: Config,
     invalidations: Arc<Mutex<VecDeque<Invalidation>>>,
     callback: Callback,
 ) -> io::Result<(Arc<Shared>, JoinHandle<()>)> {
+    let (kick_tx, kick_rx) = UnixStream::pair()?;
+    kick_tx.set_nonblocking(true)?;
+    kick_rx.set_nonblocking(true)?;
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             core: Core::new(config),
             outbox: Outbox::new(),
             outputs: Vec::new(),
             conns: HashMap::new(),
+            readers: HashMap::new(),
+            readers_version: 0,
             slots: HashMap::new(),
             next_op: 1,
             closed: false,
+            reader: Reader::Nobody,
+            last_read: Instant::now(),
+            kicked: false,
             after: AfterLock::default(),
             invalidations,
             callback,
         }),
         timer: Condvar::new(),
+        io: Mutex::new(Io {
+            decoders: HashMap::new(),
+            readers: Vec::new(),
+            version: 0,
+            pollfds: Vec::new(),
+            buffer: vec![0; READ_CHUNK],
+            inputs: Vec::new(),
+            lost: Vec::new(),
+        }),
+        kick_tx,
+        kick_rx,
     });
-    let timer = {
+    let background = {
         let shared = shared.clone();
         std::thread::Builder::new()
-            .name("neo-client-timer".into())
-            .spawn(move || shared.timer_loop())?
+            .name("neo-client".into())
+            .spawn(move || shared.background())?
     };
     shared.with(|state| state.feed(Input::Start));
-    Ok((shared, timer))
+    Ok((shared, background))
 }
 
 fn connect(socket: SocketAddr) -> io::Result<TcpStream> {
