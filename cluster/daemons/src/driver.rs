@@ -13,13 +13,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use neo_net::{ConnectionHandle, Event, Events, Net, NetConfig, SendError};
 use neo_node::io::OUTGOING;
 use neo_node::{ConnId, Input, Node, Outbox, Output, Time};
-use neo_protocol::{Address, Nid, Packet, PacketKind};
+use neo_protocol::{Address, Nid, Packet};
 
 use crate::logging::SharedLogger;
 
@@ -32,6 +32,10 @@ const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the network gets to flush and close at exit.
 const NET_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Packets of a batch of events are written together: at most this many events are
+/// handled before what they produced is handed to the network.
+const BATCH_EVENTS: u32 = 64;
 
 /// The signal number received last (SIGINT or SIGTERM), 0 when none is pending.
 static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -137,6 +141,8 @@ impl Driver {
             net: &net,
             conns: Connections::default(),
             outbox: Outbox::new(),
+            outputs: Vec::new(),
+            corked: HashMap::new(),
             inputs: VecDeque::new(),
             logger,
             cluster,
@@ -194,6 +200,11 @@ struct Loop<'a> {
     net: &'a Net,
     conns: Connections,
     outbox: Outbox,
+    /// The outputs being performed (kept to reuse its allocation).
+    outputs: Vec<Output>,
+    /// Packets encoded for each connection during the current batch of events, written
+    /// with one command (and often one syscall) per connection when the batch ends.
+    corked: HashMap<ConnId, (ConnectionHandle, Vec<u8>)>,
     /// Inputs the driver produced itself (a connection that failed before reaching the
     /// network), fed before waiting for events.
     inputs: VecDeque<Input>,
@@ -204,9 +215,16 @@ struct Loop<'a> {
 
 impl Loop<'_> {
     fn run<N: Node>(&mut self, node: &mut N, events: &Events) -> i32 {
+        let code = self.run_events(node, events);
+        self.uncork_all();
+        code
+    }
+
+    fn run_events<N: Node>(&mut self, node: &mut N, events: &Events) -> i32 {
         if let Some(code) = self.feed(node, Input::Start) {
             return code;
         }
+        let mut batch = 0;
         loop {
             if let Some(code) = self.poll_signals(node) {
                 return code;
@@ -230,21 +248,43 @@ impl Loop<'_> {
                 }
                 None => POLL_INTERVAL,
             };
-            // Background work (Input::Idle) runs only when no event waits.
-            let idle = node.wants_idle();
-            let event = match events.recv_timeout(if idle { Duration::ZERO } else { wait }) {
-                Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => {
-                    if idle {
+            // Events already waiting are handled before what they produced is written,
+            // so that the packets of a batch leave together.
+            let event = match events.try_recv() {
+                Ok(event) => {
+                    batch += 1;
+                    if batch >= BATCH_EVENTS {
+                        batch = 0;
+                        self.uncork_all();
+                    }
+                    Some(event)
+                }
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
+                    tracing::error!("the network layer stopped");
+                    return 1;
+                }
+            };
+            let event = match event {
+                Some(event) => event,
+                None => {
+                    batch = 0;
+                    self.uncork_all();
+                    // Background work (Input::Idle) runs only when no event waits.
+                    if node.wants_idle() {
                         if let Some(code) = self.feed(node, Input::Idle) {
                             return code;
                         }
+                        continue;
                     }
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    tracing::error!("the network layer stopped");
-                    return 1;
+                    match events.recv_timeout(wait) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            tracing::error!("the network layer stopped");
+                            return 1;
+                        }
+                    }
                 }
             };
             if let Some(input) = self.translate(event) {
@@ -371,13 +411,35 @@ impl Loop<'_> {
     /// Gives one input to the node and performs what it asks; `Some(code)` when it exits.
     fn feed<N: Node>(&mut self, node: &mut N, input: Input) -> Option<i32> {
         node.handle(now(), input, &mut self.outbox);
-        let outputs: Vec<Output> = self.outbox.drain().collect();
-        for output in outputs {
-            if let Some(code) = self.perform(output) {
-                return Some(code);
+        let mut outputs = std::mem::take(&mut self.outputs);
+        outputs.extend(self.outbox.drain());
+        let mut code = None;
+        for output in outputs.drain(..) {
+            if code.is_none() {
+                code = self.perform(output);
             }
         }
-        None
+        self.outputs = outputs;
+        code
+    }
+
+    /// Hands the packets encoded during this batch to the network.
+    fn uncork_all(&mut self) {
+        for (conn, (handle, bytes)) in self.corked.drain() {
+            if let Err(e) = handle.send_encoded(bytes) {
+                // Closed: the Closed event follows and tells the node.
+                tracing::debug!(conn, error = %e, "packets dropped");
+            }
+        }
+    }
+
+    /// Hands the packets of one connection to the network (before it is closed).
+    fn uncork(&mut self, conn: ConnId) {
+        if let Some((handle, bytes)) = self.corked.remove(&conn) {
+            if let Err(e) = handle.send_encoded(bytes) {
+                tracing::debug!(conn, error = %e, "packets dropped");
+            }
+        }
     }
 
     fn perform(&mut self, output: Output) -> Option<i32> {
@@ -398,6 +460,7 @@ impl Loop<'_> {
                 packet,
             } => self.send(conn, msg_id, packet),
             Output::Close { conn } => {
+                self.uncork(conn);
                 if let Some(handle) = self.conns.remove(conn) {
                     handle.close();
                     self.conns.closing.insert(handle.id());
@@ -425,24 +488,30 @@ impl Loop<'_> {
             );
             return;
         };
-        let handle = handle.clone();
-        self.sent(conn, msg_id, &packet, handle.peer_addr());
-        let name = packet.name();
-        let result = match packet.kind() {
-            PacketKind::Request { .. } | PacketKind::RequestAnsweredByError => {
-                handle.ask_with_id(msg_id, packet, 0)
+        if self.logger.is_some() || packet_learns_nid(&packet) {
+            let peer_addr = handle.peer_addr();
+            self.sent(conn, msg_id, &packet, peer_addr);
+        }
+        let (handle, bytes) = match self.corked.entry(conn) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let Some(handle) = self.conns.handles.get(&conn) else {
+                    return;
+                };
+                entry.insert((handle.clone(), Vec::new()))
             }
-            PacketKind::Notification => handle.notify_with_id(msg_id, packet),
-            PacketKind::Answer => handle.answer(msg_id, packet),
         };
-        match result {
+        match handle.encode_with_id(msg_id, &packet, 0, bytes) {
             Ok(()) => {}
             // The Closed event follows and tells the node.
             Err(SendError::Closed) => {}
             Err(e) => {
-                // The node cannot go on with a connection that lost a packet: close it and
-                // let the Closed event tell the node.
+                let name = packet.name();
+                // The node cannot go on with a connection that lost a packet: close it
+                // (after what was encoded before) and let the Closed event tell the node.
                 tracing::error!(conn, packet = name, error = %e, "cannot send; closing the connection");
+                let handle = handle.clone();
+                self.uncork(conn);
                 handle.close();
             }
         }
@@ -508,6 +577,11 @@ impl Loop<'_> {
             eprintln!("{e}");
         }
     }
+}
+
+/// Whether the driver learns a NID from this packet when it sends it (for packet logs).
+fn packet_learns_nid(packet: &Packet) -> bool {
+    matches!(packet, Packet::AcceptIdentification(_))
 }
 
 /// The socket address of a node address: numeric hosts directly, names through the

@@ -229,6 +229,52 @@ impl ConnectionHandle {
         self.queue(self.encode(msg_id, &packet)?)
     }
 
+    /// Encodes a packet under a msg_id the node chose and appends it to `out`, to be sent
+    /// later with others by [`ConnectionHandle::send_encoded`] (one write for a batch of
+    /// packets). What the packet's kind says is done as by the other methods: a request's
+    /// answer is expected from now on (`context` comes back with it); a notification or
+    /// an answer is only encoded.
+    pub fn encode_with_id(
+        &self,
+        msg_id: u32,
+        packet: &Packet,
+        context: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        let start = out.len();
+        encode_message(out, msg_id, packet);
+        let size = out.len() - start;
+        if size > self.shared.max_packet_size {
+            out.truncate(start);
+            return Err(SendError::TooLarge {
+                size,
+                max: self.shared.max_packet_size,
+            });
+        }
+        let answer_code = match packet.kind() {
+            PacketKind::Request { answer } => answer,
+            PacketKind::RequestAnsweredByError => RESPONSE_MASK,
+            PacketKind::Notification | PacketKind::Answer => return Ok(()),
+        };
+        self.lock_pending().insert(
+            msg_id,
+            Pending {
+                answer_code,
+                context,
+            },
+        );
+        Ok(())
+    }
+
+    /// Sends bytes made by [`ConnectionHandle::encode_with_id`], after what was queued
+    /// before.
+    pub fn send_encoded(&self, bytes: Vec<u8>) -> Result<(), SendError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.queue(Bytes::from(bytes))
+    }
+
     /// Closes the connection after the packets queued so far are sent.
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close(CloseReason::Local));
