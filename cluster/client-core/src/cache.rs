@@ -9,9 +9,12 @@
 //! clock and ages at most one revision whose stay in its queue expired.
 //!
 //! Queues are ordered maps keyed by a sequence number taken when a revision is appended,
-//! so that the head is the first key and unlinking is a removal by key.
+//! so that the head is the first key and unlinking is a removal by key. An OID's revisions
+//! are kept sorted by serial with their serials beside them, so that finding, adding and
+//! removing one is a binary search however many revisions an often-committed object has.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use neo_protocol::{Bytes, Oid, Tid};
 
@@ -46,6 +49,31 @@ pub struct CacheStats {
 
 type EntryId = u64;
 
+/// Hashes the integer keys of the cache's maps (entry ids, OIDs) with one multiplication:
+/// they come from counters, not from peers, so they need no protection against flooding.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        // The high bits of the product select hashbrown's buckets and tags; fold them down.
+        let product = (self.0 ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = product ^ (product >> 29);
+    }
+}
+
+type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
 #[derive(Debug)]
 struct Entry {
     oid: Oid,
@@ -65,10 +93,10 @@ pub struct Cache {
     max_size: usize,
     life_time: u64,
     max_history_size: usize,
-    entries: HashMap<EntryId, Entry>,
+    entries: IntMap<EntryId, Entry>,
     next_entry: EntryId,
-    /// Per OID, its revisions sorted by serial, oldest first.
-    by_oid: HashMap<Oid, Vec<EntryId>>,
+    /// Per OID, its revisions (serial, entry) sorted by serial, oldest first.
+    by_oid: IntMap<Oid, VecDeque<(Tid, EntryId)>>,
     /// queues[0] is the history; sequence number → entry.
     queues: Vec<BTreeMap<u64, EntryId>>,
     next_seq: u64,
@@ -88,9 +116,9 @@ impl Cache {
             max_size,
             life_time,
             max_history_size,
-            entries: HashMap::new(),
+            entries: IntMap::default(),
             next_entry: 0,
-            by_oid: HashMap::new(),
+            by_oid: IntMap::default(),
             queues: vec![BTreeMap::new()],
             next_seq: 0,
             time: 0,
@@ -169,7 +197,7 @@ impl Cache {
 
     /// Closes the current revision of `oid` at `tid` (a newer revision was committed).
     pub fn invalidate(&mut self, oid: Oid, tid: Tid) {
-        let Some(&id) = self.by_oid.get(&oid).and_then(|ids| ids.last()) else {
+        let Some(&(_, id)) = self.by_oid.get(&oid).and_then(|ids| ids.back()) else {
             return;
         };
         if let Some(entry) = self.entries.get_mut(&id) {
@@ -219,24 +247,22 @@ impl Cache {
         let ids = self.by_oid.get(&oid)?;
         match before {
             None => {
-                let &id = ids.last()?;
+                let &(_, id) = ids.back()?;
                 self.entries
                     .get(&id)
                     .filter(|e| e.next_serial.is_none())
                     .map(|_| id)
             }
             Some(before) => {
-                for &id in ids.iter().rev() {
-                    let entry = self.entries.get(&id)?;
-                    if entry.serial < before {
-                        // A revision closed before `before` leaves a gap we know nothing of.
-                        return match entry.next_serial {
-                            Some(next) if next < before => None,
-                            _ => Some(id),
-                        };
-                    }
+                // The newest revision older than `before`.
+                let index = ids.partition_point(|&(serial, _)| serial < before);
+                let &(_, id) = ids.get(index.checked_sub(1)?)?;
+                let entry = self.entries.get(&id)?;
+                // A revision closed before `before` leaves a gap we know nothing of.
+                match entry.next_serial {
+                    Some(next) if next < before => None,
+                    _ => Some(id),
                 }
-                None
             }
         }
     }
@@ -254,11 +280,15 @@ impl Cache {
             place: None,
             expire: 0,
         };
-        let ids = self.by_oid.entry(oid).or_default().clone();
         let mut replaced = None;
         if next_serial.is_none() {
             // A new current revision inherits the popularity of the previous one.
-            if let Some(&previous) = ids.last() {
+            let previous = self
+                .by_oid
+                .get(&oid)
+                .and_then(|ids| ids.back())
+                .map(|&(_, id)| id);
+            if let Some(previous) = previous {
                 if let Some(prev) = self.entries.get_mut(&previous) {
                     entry.counter = prev.counter;
                     let level = prev.place.map(|p| p.0);
@@ -278,11 +308,8 @@ impl Cache {
             self.forget(previous);
         }
         let list = self.by_oid.entry(oid).or_default();
-        let position = list
-            .iter()
-            .position(|other| self.entries.get(other).is_some_and(|o| o.serial > serial))
-            .unwrap_or(list.len());
-        list.insert(position, id);
+        let position = list.partition_point(|&(other, _)| other <= serial);
+        list.insert(position, (serial, id));
         id
     }
 
@@ -379,7 +406,17 @@ impl Cache {
             self.size -= data.len();
         }
         if let Some(list) = self.by_oid.get_mut(&entry.oid) {
-            list.retain(|&other| other != id);
+            // Several entries never share a serial, but look around it to be sure.
+            let start = list.partition_point(|&(serial, _)| serial < entry.serial);
+            let found = (start..list.len())
+                .take_while(|&i| list[i].0 == entry.serial)
+                .find(|&i| list[i].1 == id);
+            match found {
+                Some(index) => {
+                    list.remove(index);
+                }
+                None => list.retain(|&(_, other)| other != id),
+            }
             if list.is_empty() {
                 self.by_oid.remove(&entry.oid);
             }
@@ -436,5 +473,65 @@ mod tests {
         cache.clear_current();
         assert_eq!(cache.size(), 3);
         assert_eq!(cache.stats().oids, 1);
+    }
+
+    /// Random commits, invalidations, reads of old revisions and loads against a model of
+    /// the history: whatever the cache returns must be the revision the history has there,
+    /// and its size stays bounded, with many revisions of a few objects.
+    #[test]
+    fn agrees_with_the_history_under_many_revisions() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut cache = Cache::with_parameters(20_000, 500, 3_000);
+        // Per OID, (serial, data) in commit order.
+        let mut history: HashMap<Oid, Vec<(Tid, Bytes)>> = HashMap::new();
+        let mut tid = 1u64;
+        for _ in 0..20_000 {
+            let oid = Oid(next(5));
+            match next(4) {
+                0 | 1 => {
+                    tid += 1;
+                    let data = Bytes::from(vec![tid as u8; 1 + next(60) as usize]);
+                    cache.invalidate(oid, Tid(tid));
+                    cache.store(oid, data.clone(), Tid(tid), None);
+                    history.entry(oid).or_default().push((Tid(tid), data));
+                }
+                2 => {
+                    // A read of an old revision, as a storage answers it.
+                    let Some(revisions) = history.get(&oid) else {
+                        continue;
+                    };
+                    let index = next(revisions.len() as u64) as usize;
+                    let (serial, data) = revisions[index].clone();
+                    let next_serial = revisions.get(index + 1).map(|r| r.0);
+                    cache.store(oid, data, serial, next_serial);
+                }
+                _ => {
+                    let before = Tid(1 + next(tid + 1));
+                    let expected = history
+                        .get(&oid)
+                        .and_then(|r| r.iter().rev().find(|(serial, _)| *serial < before));
+                    if let Some(found) = cache.load(oid, Some(before)) {
+                        let (serial, data) = expected.expect("a revision the history lacks");
+                        assert_eq!((found.serial, &found.data), (*serial, data));
+                    }
+                    let current = history.get(&oid).and_then(|r| r.last());
+                    if let Some(found) = cache.load(oid, None) {
+                        let (serial, data) = current.expect("a current revision unknown");
+                        assert_eq!((found.serial, &found.data), (*serial, data));
+                        assert_eq!(found.next_serial, None);
+                    }
+                }
+            }
+            assert!(cache.size() <= 20_000);
+        }
+        let stats = cache.stats();
+        assert!(stats.hits > 1000, "{stats:?}");
+        assert!(stats.queue_lengths[0] <= 3_000);
     }
 }
