@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -117,6 +118,20 @@ pub(crate) struct Shared {
     next_msg_id: AtomicU32,
     pending: Mutex<HashMap<u32, Pending>>,
     max_packet_size: usize,
+    /// Writes from the sending thread itself, without waking the connection task.
+    direct: Mutex<Direct>,
+}
+
+/// Whether the thread that sends may write to the socket itself: a packet then leaves
+/// without a hop through the connection task (which costs a wakeup of a tokio worker
+/// per answer). Every write, direct or by the task, happens while this says who may
+/// write, so that the byte stream keeps the order of the sends.
+struct Direct {
+    /// The socket, when it carries plain TCP and while the connection task keeps it open.
+    fd: Option<RawFd>,
+    /// The connection task has bytes to write (or the handshake, or a close): a direct
+    /// write now would overtake them.
+    busy: bool,
 }
 
 /// The node's side of a connection: cheap to clone, usable from any thread. Dropping every
@@ -277,7 +292,11 @@ impl ConnectionHandle {
 
     /// Closes the connection after the packets queued so far are sent.
     pub fn close(&self) {
-        let _ = self.commands.send(Command::Close(CloseReason::Local));
+        push_command(
+            &self.shared,
+            &self.commands,
+            Command::Close(CloseReason::Local),
+        );
     }
 
     /// How many requests sent on this connection still wait for their answer.
@@ -301,15 +320,61 @@ impl ConnectionHandle {
         Ok(Bytes::from(out))
     }
 
-    fn queue(&self, bytes: Bytes) -> Result<(), SendError> {
+    fn queue(&self, mut bytes: Bytes) -> Result<(), SendError> {
+        let mut direct = lock(&self.shared.direct);
+        if let (Some(fd), false) = (direct.fd, direct.busy) {
+            let written = write_now(fd, &bytes);
+            if written == bytes.len() {
+                return Ok(());
+            }
+            // The socket buffer is full (or the socket failed): the task writes the rest
+            // when the socket is writable (or meets the error and closes).
+            let _ = bytes.split_to(written);
+        }
+        direct.busy = true;
         self.commands
             .send(Command::Send(bytes))
             .map_err(|_| SendError::Closed)
     }
 
+    /// Lets the sending thread write to this plain TCP socket itself (see [`Direct`]).
+    pub(crate) fn set_direct_fd(&self, fd: RawFd) {
+        lock(&self.shared.direct).fd = Some(fd);
+    }
+
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Pending>> {
         lock(&self.shared.pending)
     }
+}
+
+/// Queues a command for the connection task; direct writes stop until it is done.
+fn push_command(
+    shared: &Shared,
+    commands: &tokio_mpsc::UnboundedSender<Command>,
+    command: Command,
+) {
+    let mut direct = lock(&shared.direct);
+    direct.busy = true;
+    let _ = commands.send(command);
+}
+
+/// Writes what the socket takes now, without blocking; returns how many bytes it took
+/// (0 on any error: the connection task meets it again and closes).
+fn write_now(fd: RawFd, bytes: &[u8]) -> usize {
+    // SAFETY: the connection task keeps the socket open while `Direct::fd` is set, and
+    // this is only called with the `Direct` lock held.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let socket = socket2::SockRef::from(&fd);
+    let mut written = 0;
+    while written < bytes.len() {
+        match socket.send(&bytes[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    written
 }
 
 /// A poisoned lock only means another thread panicked while holding it; the map itself is
@@ -331,6 +396,10 @@ pub(crate) fn new_connection(
         next_msg_id: AtomicU32::new(0),
         pending: Mutex::new(HashMap::new()),
         max_packet_size,
+        direct: Mutex::new(Direct {
+            fd: None,
+            busy: true,
+        }),
     });
     (ConnectionHandle { shared, commands }, receiver)
 }
@@ -362,14 +431,21 @@ impl ConnectionTask {
         let reason = match stream.write_all(&HANDSHAKE).await {
             Err(e) => CloseReason::Io(e.to_string()),
             Ok(()) => {
-                let (read_half, write_half) = tokio::io::split(stream);
-                tokio::select! {
-                    reason = read_loop(read_half, &shared, weak_commands, &events) => reason,
-                    reason = write_loop(write_half, commands) => reason,
+                // The halves outlive the loops: the socket must stay open until direct
+                // writes are stopped.
+                let (mut read_half, mut write_half) = tokio::io::split(stream);
+                // Declared after the halves, so dropped before them even if this task is
+                // cancelled: no direct write may reach a closed (or reused) descriptor.
+                let _stop = StopDirect(&shared);
+                let reason = tokio::select! {
+                    reason = read_loop(&mut read_half, &shared, weak_commands, &events) => reason,
+                    reason = write_loop(&mut write_half, commands, &shared) => reason,
                     _ = shutdown.wait_for(|stop| *stop) => CloseReason::Shutdown,
-                }
+                };
+                reason
             }
         };
+        stop_direct(&shared);
         if reason.is_peer_error() {
             tracing::warn!(conn = shared.id, peer = %shared.peer, %reason, "connection closed");
         } else {
@@ -388,15 +464,50 @@ impl ConnectionTask {
     }
 }
 
+/// No direct write from now on: the socket is about to close.
+fn stop_direct(shared: &Shared) {
+    let mut direct = lock(&shared.direct);
+    direct.fd = None;
+    direct.busy = true;
+}
+
+/// Calls [`stop_direct`] when dropped.
+struct StopDirect<'a>(&'a Shared);
+
+impl Drop for StopDirect<'_> {
+    fn drop(&mut self) {
+        stop_direct(self.0);
+    }
+}
+
 async fn write_loop(
-    mut stream: WriteHalf<BoxedStream>,
+    stream: &mut WriteHalf<BoxedStream>,
     mut commands: tokio_mpsc::UnboundedReceiver<Command>,
+    shared: &Shared,
 ) -> CloseReason {
     let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let Some(command) = commands.recv().await else {
-            let _ = stream.shutdown().await;
-            return CloseReason::Dropped;
+        let queued = {
+            let mut direct = lock(&shared.direct);
+            match commands.try_recv() {
+                Ok(command) => Some(command),
+                Err(_) => {
+                    // Nothing left to write: the sending thread may write directly until
+                    // it queues something again (under the same lock).
+                    direct.busy = false;
+                    None
+                }
+            }
+        };
+        let command = match queued {
+            Some(command) => command,
+            None => match commands.recv().await {
+                Some(command) => command,
+                None => {
+                    let _ = stream.shutdown().await;
+                    return CloseReason::Dropped;
+                }
+            },
         };
         // Gather what is already queued into one write.
         let mut next = Some(command);
@@ -404,7 +515,7 @@ async fn write_loop(
         while let Some(command) = next.take() {
             match command {
                 Command::Send(bytes) if bytes.len() >= WRITE_BATCH => {
-                    if let Err(e) = flush(&mut stream, &mut batch).await {
+                    if let Err(e) = flush(stream, &mut batch).await {
                         return e;
                     }
                     if let Err(e) = stream.write_all(&bytes).await {
@@ -414,7 +525,7 @@ async fn write_loop(
                 Command::Send(bytes) => {
                     batch.extend_from_slice(&bytes);
                     if batch.len() >= WRITE_BATCH {
-                        if let Err(e) = flush(&mut stream, &mut batch).await {
+                        if let Err(e) = flush(stream, &mut batch).await {
                             return e;
                         }
                     }
@@ -426,7 +537,7 @@ async fn write_loop(
             }
             next = commands.try_recv().ok();
         }
-        if let Err(e) = flush(&mut stream, &mut batch).await {
+        if let Err(e) = flush(stream, &mut batch).await {
             return e;
         }
         if let Some(reason) = close {
@@ -449,7 +560,7 @@ async fn flush(
 }
 
 async fn read_loop(
-    mut stream: ReadHalf<BoxedStream>,
+    stream: &mut ReadHalf<BoxedStream>,
     shared: &Shared,
     commands: tokio_mpsc::WeakUnboundedSender<Command>,
     events: &mpsc::Sender<Event>,
@@ -463,7 +574,7 @@ async fn read_loop(
                     if let Err(reason) = dispatch(message, shared, &commands, events) {
                         // Let the writer send the Error packet, then close; stop reading.
                         if let Some(commands) = commands.upgrade() {
-                            let _ = commands.send(Command::Close(reason.clone()));
+                            push_command(shared, &commands, Command::Close(reason.clone()));
                             return std::future::pending().await;
                         }
                         return reason;
@@ -547,7 +658,7 @@ fn dispatch(
                 &Packet::error(ErrorCode::ProtocolError, why.clone()),
             );
             if let Some(commands) = commands.upgrade() {
-                let _ = commands.send(Command::Send(Bytes::from(out)));
+                push_command(shared, &commands, Command::Send(Bytes::from(out)));
             }
             Err(CloseReason::Protocol(why))
         }

@@ -16,6 +16,7 @@ pub mod socket;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -194,6 +195,7 @@ impl Net {
             if let Err(e) = socket::configure_stream(&stream) {
                 tracing::warn!(conn = id, %addr, error = %e, "cannot set socket options");
             }
+            let fd = stream.as_raw_fd();
             let stream = match inner.config.wrapper.wrap_outgoing(stream).await {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -205,6 +207,9 @@ impl Net {
                     return;
                 }
             };
+            if inner.config.wrapper.is_plain() {
+                task_handle.set_direct_fd(fd);
+            }
             let _ = events.send(Event::Connected { conn: id });
             ConnectionTask {
                 handle: task_handle,
@@ -283,6 +288,7 @@ async fn accept_loop(listener: TcpListener, local: SocketAddr, inner: Arc<Inner>
         let (handle, commands) = new_connection(id, peer, inner.config.max_packet_size);
         let task_inner = inner.clone();
         let task = tokio::spawn(async move {
+            let fd = stream.as_raw_fd();
             let stream = match task_inner.config.wrapper.wrap_incoming(stream).await {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -290,6 +296,9 @@ async fn accept_loop(listener: TcpListener, local: SocketAddr, inner: Arc<Inner>
                     return;
                 }
             };
+            if task_inner.config.wrapper.is_plain() {
+                handle.set_direct_fd(fd);
+            }
             let events = task_inner.events.clone();
             let _ = events.send(Event::Accepted {
                 listener: local,

@@ -56,6 +56,12 @@ pub type WrapFuture = Pin<Box<dyn Future<Output = io::Result<BoxedStream>> + Sen
 pub trait StreamWrapper: Send + Sync + 'static {
     fn wrap_outgoing(&self, stream: TcpStream) -> WrapFuture;
     fn wrap_incoming(&self, stream: TcpStream) -> WrapFuture;
+
+    /// Whether the wrapped stream passes bytes to the socket as they are (no TLS), so
+    /// that packets may be written to the socket directly by the thread that sends them.
+    fn is_plain(&self) -> bool {
+        false
+    }
 }
 
 /// No TLS: the TCP stream as it is.
@@ -68,5 +74,9 @@ impl StreamWrapper for PlainTcp {
     }
     fn wrap_incoming(&self, stream: TcpStream) -> WrapFuture {
         Box::pin(async move { Ok(Box::new(stream) as BoxedStream) })
+    }
+
+    fn is_plain(&self) -> bool {
+        true
     }
 }
