@@ -316,6 +316,27 @@ impl Client {
         self.master.state == MasterState::Ready
     }
 
+    /// The connection to the primary master, once opened.
+    pub fn master_conn(&self) -> Option<ConnId> {
+        self.master.conn
+    }
+
+    /// Whether the client waits for something from the master: an answer, or the steps of
+    /// identification and bootstrap. When it does not, the master only sends notifications
+    /// (invalidations, node and partition changes, pings), which a driver may read a few
+    /// milliseconds late, so as to read many at once.
+    pub fn awaits_master(&self) -> bool {
+        let Some(conn) = self.master.conn else {
+            return false;
+        };
+        self.master.state != MasterState::Ready
+            || self
+                .pending
+                .range((conn, 0)..=(conn, u32::MAX))
+                .next()
+                .is_some()
+    }
+
     pub fn cache(&self) -> &Cache {
         &self.cache
     }

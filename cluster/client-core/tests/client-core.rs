@@ -603,6 +603,37 @@ mod commit {
     }
 
     #[test]
+    fn awaits_the_master_only_for_its_answers() {
+        let mut h = Harness::new(config());
+        assert!(!h.client.awaits_master(), "no master connection yet");
+        let op = h.submit(Operation::LastTransaction);
+        h.bootstrap(
+            &[(s(1), NodeState::Running)],
+            vec![vec![cell(s(1), CellState::UpToDate)]],
+            Tid(100),
+        );
+        assert_eq!(h.result(op), Some(Ok(Reply::Tid(Tid(100)))));
+        assert_eq!(h.client.master_conn(), h.master);
+        assert!(!h.client.awaits_master(), "ready, nothing asked");
+        let op = h.submit(Operation::TpcBegin {
+            tid: None,
+            meta: TransactionMeta::default(),
+        });
+        assert!(h.client.awaits_master(), "AskBeginTransaction pending");
+        let master = h.master.unwrap();
+        let (msg_id, _) = h.take_sent(master);
+        h.answer(
+            master,
+            msg_id,
+            protocol::AnswerBeginTransaction { ttid: Tid(200) },
+        );
+        assert_eq!(h.result(op), Some(Ok(Reply::Tid(Tid(200)))));
+        // A store waits for a storage, not for the master.
+        store(&mut h, Tid(200), 1, 0, b"data");
+        assert!(!h.client.awaits_master());
+    }
+
+    #[test]
     fn lockless_answers_vote_finish_and_cache() {
         let mut h = two_storages();
         let ttid = Tid(200);

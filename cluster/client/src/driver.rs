@@ -11,7 +11,11 @@
 //! - otherwise it waits on its own slot (a follower); a leader that leaves promotes one
 //!   waiting follower, which becomes the reader unless its answer came meanwhile.
 //!
-//! A background thread reads when no caller has done so for [`IDLE_READER_DELAY`]
+//! A reading caller that awaits nothing from the master polls the master's connection
+//! only every [`MASTER_READ_DELAY`], so that notifications (other clients' commits) are
+//! read in batches rather than waking it one by one; they are only notifications, and the
+//! core asks for what it awaits. A background thread reads when no caller has done so
+//! for [`IDLE_READER_DELAY`]
 //! (invalidations and connection losses then arrive without calls), and feeds the core's
 //! deadlines. A caller that finds it reading kicks it (one byte on a socket pair) and waits
 //! to be promoted. Connections are opened by short-lived threads, which kick the reader so
@@ -52,6 +56,11 @@ const TIMER_MAX_SLEEP: Duration = Duration::from_secs(1);
 /// background thread reads them: short enough for invalidations to arrive between calls,
 /// long enough that a busy client never meets the background thread.
 pub(crate) const IDLE_READER_DELAY: Duration = Duration::from_millis(10);
+
+/// How long a reading caller may leave the master's connection unpolled when it awaits
+/// nothing from it: notifications (other clients' commits, mostly) then wake it once per
+/// batch instead of once each.
+const MASTER_READ_DELAY: Duration = Duration::from_millis(2);
 
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -319,6 +328,10 @@ struct Io {
     buffer: Vec<u8>,
     inputs: Vec<(ConnId, Input)>,
     lost: Vec<ConnId>,
+    /// When the master's connection was last part of a poll.
+    master_polled: Instant,
+    /// Where each polled socket is in `readers` (the master's may be left out).
+    polled: Vec<usize>,
 }
 
 pub(crate) struct Shared {
@@ -418,7 +431,7 @@ impl Shared {
                 if left.is_zero() {
                     break None;
                 }
-                self.read_round(&mut io, left);
+                self.read_round(&mut io, left, false);
             }
         };
         self.with(|state| {
@@ -495,8 +508,10 @@ impl Shared {
 
     /// One poll of every socket (and of the kick), at most `wait` long; what arrived is
     /// fed to the core. Returns whether the reader was kicked.
-    fn read_round(self: &Arc<Self>, io: &mut Io, wait: Duration) -> bool {
-        let core_deadline = {
+    /// A caller (not `background`) leaves the master's connection out of the poll while
+    /// it awaits nothing from it, for at most [`MASTER_READ_DELAY`].
+    fn read_round(self: &Arc<Self>, io: &mut Io, wait: Duration, background: bool) -> bool {
+        let (core_deadline, master, lazy) = {
             let state = lock(&self.state);
             if state.readers_version != io.version {
                 io.version = state.readers_version;
@@ -512,19 +527,32 @@ impl Shared {
                     });
                 }
             }
-            state.core.deadline()
+            let lazy = !background && !state.core.awaits_master();
+            (state.core.deadline(), state.core.master_conn(), lazy)
         };
         let mut wait = wait;
         if let Some(deadline) = core_deadline {
             wait = wait.min(Duration::from_secs_f64((deadline - now()).max(0.0)));
         }
+        let since_master = io.master_polled.elapsed();
+        let skip_master = lazy && since_master < MASTER_READ_DELAY;
+        if skip_master {
+            wait = wait.min(MASTER_READ_DELAY - since_master);
+        } else {
+            io.master_polled = Instant::now();
+        }
         io.pollfds.clear();
+        io.polled.clear();
         io.pollfds.push(libc::pollfd {
             fd: self.kick_rx.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         });
-        for (_, stream) in &io.readers {
+        for (index, (id, stream)) in io.readers.iter().enumerate() {
+            if skip_master && Some(*id) == master {
+                continue;
+            }
+            io.polled.push(index);
             io.pollfds.push(libc::pollfd {
                 fd: stream.as_raw_fd(),
                 events: libc::POLLIN,
@@ -557,12 +585,14 @@ impl Shared {
                 buffer,
                 inputs,
                 lost,
+                polled,
                 ..
             } = io;
-            for ((id, stream), pollfd) in readers.iter().zip(&pollfds[1..]) {
+            for (&index, pollfd) in polled.iter().zip(&pollfds[1..]) {
                 if pollfd.revents == 0 {
                     continue;
                 }
+                let (id, stream) = &readers[index];
                 let Some(decoder) = decoders.get_mut(id) else {
                     continue;
                 };
@@ -770,7 +800,7 @@ impl Shared {
             {
                 let mut io = lock(&self.io);
                 loop {
-                    let kicked = self.read_round(&mut io, TIMER_MAX_SLEEP);
+                    let kicked = self.read_round(&mut io, TIMER_MAX_SLEEP, true);
                     let state = lock(&self.state);
                     if state.closed || (kicked && !state.slots.is_empty()) {
                         break;
@@ -834,6 +864,8 @@ pub(crate) fn start(
             buffer: vec![0; READ_CHUNK],
             inputs: Vec::new(),
             lost: Vec::new(),
+            master_polled: Instant::now(),
+            polled: Vec::new(),
         }),
         kick_tx,
         kick_rx,
