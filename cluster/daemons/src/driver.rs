@@ -275,6 +275,9 @@ impl Loop<'_> {
                         if let Some(code) = self.feed(node, Input::Idle) {
                             return code;
                         }
+                        // Idle work can be long (a storage's group commit): what it
+                        // released goes out before the events that came meanwhile.
+                        self.uncork_all();
                         continue;
                     }
                     match events.recv_timeout(wait) {

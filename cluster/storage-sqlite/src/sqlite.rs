@@ -840,6 +840,16 @@ impl Backend for SqliteBackend {
         }))
     }
 
+    fn last_serial(&self, oid: Oid) -> Result<Option<Tid>> {
+        let partition = self.partition_of(oid.0)?;
+        let tid: Option<i64> = self.query_opt(
+            "SELECT tid FROM obj WHERE partition=? AND oid=? ORDER BY tid DESC LIMIT 1",
+            params![partition, to_i64(oid.0)?],
+            |row| row.get(0),
+        )?;
+        Ok(tid.map(to_u64).transpose()?.map(Tid))
+    }
+
     fn transaction(&self, tid: Tid, temporary: bool) -> Result<Option<TransactionRecord>> {
         type Found = (
             Option<i64>,

@@ -1324,6 +1324,36 @@ mod transactions {
             vec![Tid(0x41), Tid(0x31), Tid(0x30)]
         );
         assert_eq!(backend.tids_desc(&[], 0, 3).unwrap(), vec![]);
+        // The current serial, read without the data, agrees with a load.
+        for oid in [2, 3, 4] {
+            assert_eq!(
+                backend.last_serial(Oid(oid)).unwrap(),
+                backend
+                    .object(Oid(oid), None, None)
+                    .unwrap()
+                    .map(|r| r.serial),
+                "oid {oid}"
+            );
+        }
+        assert_eq!(backend.last_serial(Oid(2)).unwrap(), Some(Tid(0x31)));
+        // Loads of a revision by serial or before a TID give the next serial too, and
+        // the data of that revision.
+        let at = backend
+            .object(Oid(3), Some(Tid(0x20)), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(at.next_serial, Some(Tid(0x21)));
+        assert_eq!(at.data.unwrap().value.as_ref(), b"3@32");
+        let before = backend
+            .object(Oid(3), None, Some(Tid(0x31)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (before.serial, before.next_serial),
+            (Tid(0x30), Some(Tid(0x31)))
+        );
+        let current = backend.object(Oid(3), None, None).unwrap().unwrap();
+        assert_eq!((current.serial, current.next_serial), (Tid(0x31), None));
         assert_eq!(
             backend.tids_range(1, Tid(0x11), Tid(0x41), 2).unwrap(),
             vec![Tid(0x11), Tid(0x21)]

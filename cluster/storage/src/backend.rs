@@ -153,6 +153,11 @@ pub trait Backend {
         at: Option<Tid>,
         before: Option<Tid>,
     ) -> Result<Option<ObjectRecord>>;
+    /// The serial of an object's current revision (what a store is checked against);
+    /// a backend can find it without reading the data.
+    fn last_serial(&self, oid: Oid) -> Result<Option<Tid>> {
+        Ok(self.object(oid, None, None)?.map(|r| r.serial))
+    }
     /// Committed transaction metadata (`temporary` also looks at `ttrans` by TTID).
     fn transaction(&self, tid: Tid, temporary: bool) -> Result<Option<TransactionRecord>>;
     /// Revisions of an object, newest first: (serial, data size), from `first` for `count`.

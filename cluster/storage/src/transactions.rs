@@ -785,7 +785,7 @@ impl<B: Backend> Storage<B> {
     }
 
     fn last_serial(&self, oid: Oid, _partition: u32) -> Result<Option<Tid>, Fail> {
-        Ok(self.backend.object(oid, None, None)?.map(|r| r.serial))
+        Ok(self.backend.last_serial(oid)?)
     }
 
     /// Drops a transaction's store (or check) of an oid; returns its data.
