@@ -181,7 +181,7 @@ fn run(args: Args) -> Result<()> {
                 .or_else(|| std::env::var_os("NEO_PY_SOURCE").map(PathBuf::from)),
         };
         progress(&format!("NEO/py client against {name} at {master}"));
-        runs.push(neopy.run("NEO/py", master, name, &workload)?);
+        runs.push(neopy.run(figures::NEO_PY_LABEL, master, name, &workload)?);
         if args.rust_on_neo_py {
             progress(&format!("Rust client against NEO/py's {name} at {master}"));
             runs.push(workload::run(

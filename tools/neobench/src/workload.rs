@@ -84,13 +84,32 @@ pub fn run(
         reader.load(oid).context("warming up the storage links")?;
     }
     let before = meter.map(CpuMeter::sample);
+    let stats = reader.cache_stats()?;
     let cold = timed_loads(&reader, sample)?;
     if let (Some(meter), Some(before)) = (meter, before) {
         let per_op = meter.per_operation(&before, &meter.sample(), sample.len() as u64);
         figures.cpu.push(("cold load".into(), per_op));
     }
+    // The figures must mean what they say: every cold load asked a storage, every warm
+    // load was a cache hit.
+    let after_cold = reader.cache_stats()?;
+    let (hits, misses) = (
+        after_cold.hits - stats.hits,
+        after_cold.misses - stats.misses,
+    );
+    if hits != 0 || misses != sample.len() as u64 {
+        bail!("cold loads were not all cache misses ({hits} hits, {misses} misses)");
+    }
     figures.cold = Latency::of(&cold);
     figures.warm = Latency::of(&timed_loads(&reader, sample)?);
+    let after_warm = reader.cache_stats()?;
+    let (hits, misses) = (
+        after_warm.hits - after_cold.hits,
+        after_warm.misses - after_cold.misses,
+    );
+    if misses != 0 || hits != sample.len() as u64 {
+        bail!("warm loads were not all cache hits ({hits} hits, {misses} misses)");
+    }
     for &oid in sample {
         let (data, _) = reader.load(oid)?;
         if data != payload(oid, workload.object_size) {
@@ -122,6 +141,10 @@ pub fn run(
         }
         figures.loads.push((k, count as f64 / elapsed));
         for client in clients {
+            let stats = client.cache_stats()?;
+            if stats.hits != 0 {
+                bail!("uncached loads hit the cache {} times", stats.hits);
+            }
             client.close();
         }
     }
