@@ -384,5 +384,110 @@ mod commits {
     }
 }
 
+/// One `Client` shared by several threads: each caller may read the sockets for the
+/// others (leader/follower), and a background thread reads when nobody calls.
+mod threads {
+    use super::*;
+
+    fn data(oid: Oid, round: u64) -> Vec<u8> {
+        let mut data = format!("object {} round {round} ", oid.0).into_bytes();
+        data.resize(100 + (oid.0 % 50) as usize, b'.');
+        data
+    }
+
+    #[test]
+    fn threads_sharing_one_client_each_get_their_own_answers() {
+        let cluster = Cluster::start(2, 6);
+        let writer = cluster.client();
+        let oids: Vec<Oid> = (0..200).map(|_| writer.new_oid().unwrap()).collect();
+        let ttid = writer.tpc_begin(None, meta("populate")).unwrap();
+        for &oid in &oids {
+            writer
+                .store(ttid, oid, Tid::ZERO, Bytes::from(data(oid, 0)))
+                .unwrap();
+        }
+        assert_eq!(writer.tpc_vote(ttid).unwrap(), Vote::Voted(vec![]));
+        writer.tpc_finish(ttid).unwrap();
+        let mut config = cluster.config();
+        // Nothing cached: every load goes to a storage.
+        config.cache_size = 0;
+        let shared = Client::connect(config).unwrap();
+        let (readers, writers) = oids.split_at(150);
+        std::thread::scope(|scope| {
+            for t in 0..6u64 {
+                let shared = &shared;
+                scope.spawn(move || {
+                    for i in 0..300 {
+                        let oid = readers[((i * 7 + t * 31) % readers.len() as u64) as usize];
+                        let (loaded, _) = shared.load(oid).unwrap();
+                        assert_eq!(&loaded[..], &data(oid, 0)[..], "thread {t} load {i}");
+                    }
+                });
+            }
+            // Committers on the same client, each on objects of its own.
+            for (t, chunk) in writers.chunks(25).enumerate() {
+                let shared = &shared;
+                scope.spawn(move || {
+                    let mut serials: Vec<Tid> = chunk
+                        .iter()
+                        .map(|&oid| shared.load(oid).unwrap().1)
+                        .collect();
+                    for round in 1..=10 {
+                        let ttid = shared.tpc_begin(None, meta("thread")).unwrap();
+                        for (&oid, &serial) in chunk.iter().zip(&serials) {
+                            shared
+                                .store(ttid, oid, serial, Bytes::from(data(oid, round)))
+                                .unwrap();
+                        }
+                        assert_eq!(shared.tpc_vote(ttid).unwrap(), Vote::Voted(vec![]));
+                        let tid = shared.tpc_finish(ttid).unwrap();
+                        serials = vec![tid; chunk.len()];
+                        for &oid in chunk {
+                            assert_eq!(
+                                shared.load(oid).unwrap(),
+                                (Bytes::from(data(oid, round)), tid),
+                                "committer {t} round {round}"
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        let stats = shared.cache_stats().unwrap();
+        assert_eq!(stats.hits, 0, "a cache of 0 bytes keeps nothing");
+        // Everything committed is seen by another client.
+        let other = cluster.client();
+        for &oid in writers {
+            assert_eq!(&other.load(oid).unwrap().0[..], &data(oid, 10)[..]);
+        }
+    }
+
+    #[test]
+    fn invalidations_arrive_while_the_client_makes_no_call() {
+        let cluster = Cluster::start(1, 2);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let sender = Mutex::new(sender);
+        let mut config = cluster.config();
+        config.on_invalidation = Some(Arc::new(move |i: &Invalidation| {
+            let _ = sender.lock().unwrap().send(i.clone());
+        }));
+        let idle = Client::connect(config).unwrap();
+        let writer = cluster.client();
+        let oid = writer.new_oid().unwrap();
+        let tid = commit(&writer, &[(oid, Tid::ZERO, b"data")]);
+        // `idle` makes no call: its background thread reads the master.
+        let got = receiver.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            got,
+            Invalidation::Objects {
+                tid,
+                oids: vec![oid]
+            }
+        );
+        assert_eq!(idle.poll_invalidations(), vec![got]);
+        assert_eq!(idle.last_transaction().unwrap(), tid);
+    }
+}
+
 #[path = "client/workload.rs"]
 mod workload;
