@@ -183,6 +183,10 @@ enum Phase {
 struct Txn {
     meta: TransactionMeta,
     objects: BTreeMap<Oid, TxnObject>,
+    /// OIDs in the order of their first store: the transaction's OID list keeps it, as
+    /// NEO/py's client does, so that an exported transaction lists its records as the
+    /// application wrote them.
+    order: Vec<Oid>,
     /// Unresolved conflicts: oid → committed serial.
     conflicts: BTreeMap<Oid, Tid>,
     resolved: BTreeMap<Oid, Tid>,
@@ -362,6 +366,7 @@ impl Client {
             operation,
             Operation::TpcBegin { .. }
                 | Operation::Store { .. }
+                | Operation::StoreEncoded { .. }
                 | Operation::DeleteObject { .. }
                 | Operation::CheckCurrentSerial { .. }
                 | Operation::ObjectUndoSerial { .. }
@@ -374,6 +379,7 @@ impl Client {
         let on_txn = matches!(
             operation,
             Operation::Store { .. }
+                | Operation::StoreEncoded { .. }
                 | Operation::DeleteObject { .. }
                 | Operation::CheckCurrentSerial { .. }
                 | Operation::SetPackOrder { .. }
@@ -536,14 +542,49 @@ impl Client {
                 Some(data),
                 data_serial,
                 ObjectKind::Store,
+                None,
                 out,
             ),
-            Operation::DeleteObject { ttid, oid, serial } => {
-                self.store(op, ttid, oid, serial, None, None, ObjectKind::Delete, out)
-            }
-            Operation::CheckCurrentSerial { ttid, oid, serial } => {
-                self.store(op, ttid, oid, serial, None, None, ObjectKind::Check, out)
-            }
+            Operation::StoreEncoded {
+                ttid,
+                oid,
+                serial,
+                data,
+                encoded,
+                data_serial,
+            } => self.store(
+                op,
+                ttid,
+                oid,
+                serial,
+                Some(data),
+                data_serial,
+                ObjectKind::Store,
+                Some(encoded),
+                out,
+            ),
+            Operation::DeleteObject { ttid, oid, serial } => self.store(
+                op,
+                ttid,
+                oid,
+                serial,
+                None,
+                None,
+                ObjectKind::Delete,
+                None,
+                out,
+            ),
+            Operation::CheckCurrentSerial { ttid, oid, serial } => self.store(
+                op,
+                ttid,
+                oid,
+                serial,
+                None,
+                None,
+                ObjectKind::Check,
+                None,
+                out,
+            ),
             Operation::SetPackOrder {
                 ttid,
                 oids,
@@ -1728,6 +1769,7 @@ impl Client {
         data: Option<Bytes>,
         data_serial: Option<Tid>,
         kind: ObjectKind,
+        encoded: Option<codec::Encoded>,
         out: &mut Outbox,
     ) {
         let Some(txn) = self.txns.get_mut(&ttid) else {
@@ -1745,8 +1787,9 @@ impl Client {
             txn.conflicts.remove(&oid);
             txn.resolved.insert(oid, serial);
         }
-        let encoded = match (&data, kind) {
-            (Some(data), ObjectKind::Store) => self.codec.encode(data),
+        let encoded = match (encoded, &data, kind) {
+            (Some(encoded), _, ObjectKind::Store) => encoded,
+            (None, Some(data), ObjectKind::Store) => self.codec.encode(data),
             _ => codec::no_data(),
         };
         let version = txn.objects.get(&oid).map_or(0, |o| o.version + 1);
@@ -1802,6 +1845,9 @@ impl Client {
             );
         }
         txn.involved.extend(sent.iter().copied());
+        if !txn.objects.contains_key(&oid) {
+            txn.order.push(oid);
+        }
         // The data is kept for stores only (cache after commit, conflict resolution).
         txn.objects.insert(
             oid,
@@ -1976,8 +2022,17 @@ impl Client {
             .map(|cell| cell.nid)
             .filter(|nid| self.nodes.is_running(*nid) && !txn.failed.contains(nid))
             .collect();
-        let mut oids: Vec<Oid> = txn.objects.keys().copied().collect();
-        oids.sort();
+        let mut oids: Vec<Oid> = txn
+            .order
+            .iter()
+            .copied()
+            .filter(|oid| txn.objects.contains_key(oid))
+            .collect();
+        if oids.len() != txn.objects.len() {
+            // Objects that entered the transaction another way: after, in OID order.
+            let listed: BTreeSet<Oid> = oids.iter().copied().collect();
+            oids.extend(txn.objects.keys().filter(|oid| !listed.contains(oid)));
+        }
         let store_txn: Packet = protocol::AskStoreTransaction {
             ttid,
             user: txn.meta.user.clone(),
@@ -2206,6 +2261,7 @@ impl Txn {
         Txn {
             meta,
             objects: BTreeMap::new(),
+            order: Vec::new(),
             conflicts: BTreeMap::new(),
             resolved: BTreeMap::new(),
             read_conflict: None,

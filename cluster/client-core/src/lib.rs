@@ -118,6 +118,16 @@ pub enum Operation {
         data: Bytes,
         data_serial: Option<Tid>,
     },
+    /// A store whose data the caller already encoded ([`codec::Codec::encode`] of `data`),
+    /// so that bulk writers (neomigrate) compress in their own threads. → [`Reply::Done`]
+    StoreEncoded {
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        data: Bytes,
+        encoded: codec::Encoded,
+        data_serial: Option<Tid>,
+    },
     /// ZODB's `checkCurrentSerialInTransaction`. → [`Reply::Done`]
     CheckCurrentSerial { ttid: Tid, oid: Oid, serial: Tid },
     /// ZODB's `deleteObject` (also an undone creation). → [`Reply::Done`]

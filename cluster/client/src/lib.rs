@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use neo_client_core::codec::{Codec, Encoded};
 use neo_client_core::Operation;
 pub use neo_client_core::Reply;
 pub use neo_client_core::{
@@ -291,6 +292,27 @@ impl Client {
             }),
             None => self.delete_object(ttid, oid, serial),
         }
+    }
+
+    /// [`Client::restore`] of data the caller encoded itself with a [`Codec`] (the
+    /// compression it wants), e.g. in other threads while this one waits for the cluster.
+    pub fn restore_encoded(
+        &self,
+        ttid: Tid,
+        oid: Oid,
+        serial: Tid,
+        data: Bytes,
+        encoded: Encoded,
+        data_txn: Option<Tid>,
+    ) -> Result<()> {
+        self.done(Operation::StoreEncoded {
+            ttid,
+            oid,
+            serial,
+            data,
+            encoded,
+            data_serial: data_txn,
+        })
     }
 
     pub fn check_current_serial(&self, ttid: Tid, oid: Oid, serial: Tid) -> Result<()> {
