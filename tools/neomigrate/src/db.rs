@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context, Result};
-use neo_client::{Client, ClientError, Error as ClientCallError};
+use neo_client::{Client, ClientError, Codec, Encoded, Error as ClientCallError};
 use neo_filestorage::{FileStorage, Options};
 use neo_protocol::{Bytes, Tid};
 
@@ -38,6 +38,9 @@ pub struct Rec {
     pub data: Option<Bytes>,
     /// The transaction whose record holds this data (undo and its backpointers).
     pub data_txn: Option<u64>,
+    /// The data as sent to a cluster (compressed, checksummed), when the reader was asked
+    /// to prepare it.
+    pub encoded: Option<Encoded>,
 }
 
 impl Txn {
@@ -100,13 +103,16 @@ pub struct FileReader {
 }
 
 impl FileReader {
-    pub fn start(path: PathBuf, after: Option<u64>) -> Result<FileReader> {
+    /// With `codec`, the reader also encodes every record's data for a cluster, so that
+    /// compression runs beside the commits instead of before each.
+    pub fn start(path: PathBuf, after: Option<u64>, codec: Option<Codec>) -> Result<FileReader> {
         let fs = open_source_file(&path)?;
         let (sender, receiver) = mpsc::sync_channel(64);
         let thread = std::thread::Builder::new()
             .name("fs-reader".into())
             .spawn(move || {
-                if let Err(error) = read_file(&fs, after, &sender) {
+                let mut codec = codec;
+                if let Err(error) = read_file(&fs, after, codec.as_mut(), &sender) {
                     let _ = sender.send(Err(error));
                 }
             })
@@ -118,7 +124,12 @@ impl FileReader {
     }
 }
 
-fn read_file(fs: &FileStorage, after: Option<u64>, sender: &SyncSender<Result<Txn>>) -> Result<()> {
+fn read_file(
+    fs: &FileStorage,
+    after: Option<u64>,
+    mut codec: Option<&mut Codec>,
+    sender: &SyncSender<Result<Txn>>,
+) -> Result<()> {
     let start = after.map(|tid| neo_filestorage::Tid(tid.saturating_add(1)));
     let mut iter = fs.iter(start, None)?;
     while let Some(txn) = iter.next_txn()? {
@@ -126,10 +137,16 @@ fn read_file(fs: &FileStorage, after: Option<u64>, sender: &SyncSender<Result<Tx
         let mut records = Vec::new();
         for record in txn.records() {
             let record = record?;
+            let data = record.data.map(|d| Bytes::copy_from_slice(&d));
+            let encoded = match (&data, codec.as_deref_mut()) {
+                (Some(data), Some(codec)) => Some(codec.encode(data)),
+                _ => None,
+            };
             records.push(Rec {
                 oid: record.oid.0,
-                data: record.data.map(|d| Bytes::copy_from_slice(&d)),
+                data,
                 data_txn: record.data_txn.map(|t| t.0),
+                encoded,
             });
         }
         dedup_records(&mut records);
@@ -309,6 +326,7 @@ fn fetch_transaction(client: &Client, tid: Tid) -> Result<Txn> {
                 oid: oid.0,
                 data: record.data,
                 data_txn: record.data_serial.map(|t| t.0),
+                encoded: None,
             }),
             // Removed by a pack, or only checked (readCurrent) in that transaction.
             Err(ClientCallError::Client(
@@ -394,6 +412,7 @@ mod tests {
             oid,
             data: Some(Bytes::from_static(data)),
             data_txn: None,
+            encoded: None,
         }
     }
 

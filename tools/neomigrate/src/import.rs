@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use neo_client::{Client, TransactionMeta, Vote};
+use neo_client::{Client, Codec, TransactionMeta, Vote};
 use neo_protocol::{Oid, Tid};
 
 use crate::db::{call_error, hex, open_source_file, FileReader, Txn};
@@ -115,13 +115,14 @@ pub fn run(
     client: &Arc<Client>,
     start: &Start,
     mut serials: HashMap<u64, u64>,
+    codec: Codec,
     progress: &Progress,
 ) -> Result<Totals> {
     let after = match start {
         Start::Empty => None,
         Start::After { tid, .. } => Some(*tid),
     };
-    let reader = FileReader::start(source.to_path_buf(), after)?;
+    let reader = FileReader::start(source.to_path_buf(), after, Some(codec))?;
     let mut totals = Totals::default();
     for txn in reader {
         let txn = txn?;
@@ -152,17 +153,15 @@ fn commit(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) -> Result
         for record in &txn.records {
             let oid = Oid(record.oid);
             let serial = Tid(serials.get(&record.oid).copied().unwrap_or(0));
-            match &record.data {
-                Some(data) => client
-                    .restore(
-                        ttid,
-                        oid,
-                        serial,
-                        Some(data.clone()),
-                        record.data_txn.map(Tid),
-                    )
+            let data_txn = record.data_txn.map(Tid);
+            match (&record.data, &record.encoded) {
+                (Some(data), Some(encoded)) => client
+                    .restore_encoded(ttid, oid, serial, data.clone(), encoded.clone(), data_txn)
                     .map_err(call_error)?,
-                None => client
+                (Some(data), None) => client
+                    .restore(ttid, oid, serial, Some(data.clone()), data_txn)
+                    .map_err(call_error)?,
+                (None, _) => client
                     .delete_object(ttid, oid, serial)
                     .map_err(call_error)?,
             }

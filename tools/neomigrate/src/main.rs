@@ -282,7 +282,9 @@ impl Run {
             progress.skip(prefix_bytes(source, *tid)?);
             self.report.insert("resumed_after".into(), json!(hex(*tid)));
         }
-        let result = import::run(source, &client, &start, serials, &progress);
+        let level = self.args.compression_level;
+        let codec = neo_client::Codec::new(level > 0, level.max(1));
+        let result = import::run(source, &client, &start, serials, codec, &progress);
         progress.finish();
         let totals = result?;
         self.done(started, &totals, file_size);
@@ -369,7 +371,7 @@ impl Run {
             Ok(match side {
                 Side::File(path) => {
                     let size = std::fs::metadata(path).map(|m| m.len()).ok();
-                    (Box::new(FileReader::start(path.clone(), None)?), size)
+                    (Box::new(FileReader::start(path.clone(), None, None)?), size)
                 }
                 Side::Cluster(masters) => {
                     let client = match &client {

@@ -224,6 +224,7 @@ mod tests {
                     oid,
                     data: data.map(Bytes::from_static),
                     data_txn,
+                    encoded: None,
                 })
                 .collect(),
             size: 1,
