@@ -105,6 +105,8 @@ pub struct Storage<B: Backend> {
     pub(crate) held: Vec<(ConnId, u32, Packet)>,
     /// Inputs handled since the first held answer, to bound how long one waits.
     held_inputs: u32,
+    /// When the first held answer was held.
+    held_since: Time,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +232,7 @@ impl<B: Backend> Storage<B> {
             pack: PackState::default(),
             held: Vec::new(),
             held_inputs: 0,
+            held_since: 0.0,
         })
     }
 
@@ -1256,13 +1259,41 @@ impl<B: Backend> Storage<B> {
 const HELD_ANSWERS_MAX: usize = 256;
 const HELD_INPUTS_MAX: u32 = 256;
 
+/// How long held answers may wait for the votes and locks of other transactions in
+/// progress here, so that one commit covers them too (each commit costs several fsyncs,
+/// during which nothing else is served). A lone transaction does not wait.
+const GROUP_DELAY: Time = 0.000_5;
+
 impl<B: Backend> Storage<B> {
     /// Sends `packet` once every write made so far is durable: one commit then covers
     /// every transaction that reached a vote or a lock since the previous one (group
     /// commit). Until then the answer is not sent, so a crash loses only writes that no
     /// peer was told about.
     pub(crate) fn answer_durable(&mut self, conn: ConnId, msg_id: u32, packet: impl Into<Packet>) {
+        if self.held.is_empty() {
+            self.held_since = self.now;
+        }
         self.held.push((conn, msg_id, packet.into()));
+    }
+
+    /// Whether the held answers should be committed now rather than wait for others:
+    /// when the wait is over, or when no transaction here can bring a vote or a lock
+    /// without one of them (all of those not locked yet have their vote held).
+    fn flush_due(&self) -> bool {
+        if self.now >= self.held_since + GROUP_DELAY {
+            return true;
+        }
+        let held_votes = self
+            .held
+            .iter()
+            .filter(|(_, _, p)| {
+                matches!(
+                    p,
+                    Packet::AnswerVoteTransaction(_) | Packet::AnswerStoreTransaction(_)
+                )
+            })
+            .count();
+        self.tm.unlocked_count() <= held_votes
     }
 
     /// Answers held for durability (tests): (conn, msg_id, packet name).
@@ -1346,7 +1377,9 @@ impl<B: Backend> Node for Storage<B> {
 
     fn wants_idle(&self) -> bool {
         self.phase != Phase::Exited
-            && (!self.held.is_empty() || !self.background.is_empty() || self.checker_wants_idle())
+            && ((!self.held.is_empty() && self.flush_due())
+                || !self.background.is_empty()
+                || self.checker_wants_idle())
     }
 
     fn deadline(&self) -> Option<Time> {
@@ -1358,7 +1391,8 @@ impl<B: Backend> Node for Storage<B> {
         } else {
             None
         };
-        [master, self.replication.retry_at, self.tm.commit_at]
+        let group = (!self.held.is_empty()).then_some(self.held_since + GROUP_DELAY);
+        [master, self.replication.retry_at, self.tm.commit_at, group]
             .into_iter()
             .flatten()
             .reduce(f64::min)

@@ -144,6 +144,14 @@ impl TransactionManager {
             .any(|t| t.tid.is_some_and(|locked| locked <= tid))
     }
 
+    /// Transactions in progress here that are not locked yet.
+    pub(crate) fn unlocked_count(&self) -> usize {
+        self.transactions
+            .values()
+            .filter(|t| t.tid.is_none())
+            .count()
+    }
+
     pub(crate) fn is_read_locked(&self, oid: Oid) -> bool {
         self.read_locks.contains_key(&oid)
     }

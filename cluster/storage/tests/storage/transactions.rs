@@ -979,3 +979,43 @@ fn a_vote_is_answered_once_it_is_committed() {
     assert!(on(&outputs, C1).is_empty(), "{outputs:?}");
     assert!(h.storage.held_answers().is_empty());
 }
+
+fn ask_vote(h: &mut Harness, conn: ConnId, msg_id: u32, ttid: Tid) -> Vec<Output> {
+    h.feed(Input::Packet {
+        conn,
+        msg_id,
+        packet: AskVoteTransaction { ttid }.into(),
+    })
+}
+
+#[test]
+fn a_group_commit_waits_briefly_for_the_votes_of_other_transactions() {
+    let (a, b) = (tid(40), tid(41));
+    for b_votes in [true, false] {
+        let mut h = booted();
+        store(&mut h, C1, 1, 2, tid(2), a);
+        store(&mut h, C2, 1, 3, tid(3), b);
+        let disk = h.storage.backend().disk();
+        let commits = disk.commits();
+        // A votes while B, which stored here too, has not: the commit waits a little.
+        assert!(ask_vote(&mut h, C1, 9, a).is_empty());
+        assert!(!h.storage.wants_idle());
+        let deadline = h.storage.deadline().expect("the wait is bounded");
+        assert!(deadline > h.now && deadline < h.now + 0.01, "{deadline}");
+        if b_votes {
+            // B's vote comes: nothing is left to wait for, one commit answers both.
+            assert!(ask_vote(&mut h, C2, 10, b).is_empty());
+            assert!(h.storage.wants_idle());
+            let outputs = h.feed(Input::Idle);
+            assert_eq!(on(&outputs, C1), vec![AnswerVoteTransaction {}.into()]);
+            assert_eq!(on(&outputs, C2), vec![AnswerVoteTransaction {}.into()]);
+        } else {
+            // B does not vote in time: A's answer goes at the deadline.
+            h.now = deadline;
+            let outputs = h.feed(Input::Timer);
+            assert_eq!(on(&outputs, C1), vec![AnswerVoteTransaction {}.into()]);
+        }
+        assert_eq!(disk.commits(), commits + 1);
+        assert!(h.storage.held_answers().is_empty());
+    }
+}
