@@ -6,6 +6,8 @@
 //! names its outgoing connections itself (top bit set); accepted connections get ids below
 //! 2^63 from here; both are mapped to `neo-net`'s ids. A connection the node closes is
 //! forgotten at once, so no [`Input::Closed`] reaches the node for it, as the contract says.
+//! Events already waiting are all handled before what they produced is written, one
+//! buffer per connection, so that a batch of packets costs one write per connection.
 //! The driver also feeds the SQLite log: every packet sent or received (with the peer's
 //! NID once identification told it), the node's own NID, and FlushLog.
 

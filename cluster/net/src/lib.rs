@@ -5,7 +5,9 @@
 //! task per listening address and one task per connection; each connection task frames the
 //! byte stream with the protocol crate's decoder, matches answers to requests by msg_id, and
 //! sends [`Event`]s over a std channel to the node's own thread, which acts through
-//! [`ConnectionHandle`]s. Bad input from a peer closes that connection only, with a logged
+//! [`ConnectionHandle`]s. On plain TCP, a handle writes to the socket itself when the
+//! connection task has nothing queued, so that an answer costs no wakeup of a tokio
+//! worker. Bad input from a peer closes that connection only, with a logged
 //! [`CloseReason`]; nothing panics and the other connections go on.
 //!
 //! This crate must not contain node logic, and nothing in the logic crates may depend on it.

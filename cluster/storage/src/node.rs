@@ -3,6 +3,12 @@
 //! verification, and the operation phase that serves clients and other storages and
 //! replicates (the replication itself is in `replication.rs`).
 //!
+//! Answers that promise durable writes (votes, locks) are held and sent after one backend
+//! commit that covers every transaction that reached such a point meanwhile (group
+//! commit): the commit runs on [`Input::Idle`], i.e. once the driver has no event
+//! waiting, after a short wait for other transactions in progress, or before any input
+//! other than plain client and commit requests.
+//!
 //! Every packet is checked against the phase and the peer it came from; anything
 //! unexpected is answered `Error(PROTOCOL_ERROR)` and its connection closed, with the
 //! reason logged, as NEO/py's handlers do. A backend error is fatal: the node exits with
