@@ -21,7 +21,7 @@
 //! to be promoted. Connections are opened by short-lived threads, which kick the reader so
 //! that it polls the new socket.
 //!
-//! Invalidations are handed out (callback, then queue) before the completions of the same
+//! Invalidations are handed out (queue, then callback) before the completions of the same
 //! step, so that a caller woken by a completion already sees earlier invalidations.
 //! Bytes for a connection are appended to its queue while the core's lock is held (so they
 //! keep the core's order) and written after the lock is released by whichever thread
@@ -281,12 +281,13 @@ impl State {
         self.outputs = outputs;
         let invalidations = self.core.take_invalidations();
         if !invalidations.is_empty() {
+            // Queued first, so that a callback's caller polling at once finds them.
+            lock(&self.invalidations).extend(invalidations.iter().cloned());
             if let Some(callback) = &self.callback {
                 for invalidation in &invalidations {
                     callback(invalidation);
                 }
             }
-            lock(&self.invalidations).extend(invalidations);
         }
         let mut own = None;
         for (op, result) in self.core.take_completions() {
@@ -571,6 +572,14 @@ impl Shared {
                 millis,
             )
         };
+        if ready < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                // Not expected with valid descriptors; do not spin on it.
+                tracing::warn!(%error, "poll failed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         let mut kicked = false;
         if ready > 0 {
             if io.pollfds[0].revents != 0 {
