@@ -15,10 +15,9 @@
 //! only every [`MASTER_READ_DELAY`], so that notifications (other clients' commits) are
 //! read in batches rather than waking it one by one; they are only notifications, and the
 //! core asks for what it awaits. A background thread reads when no caller has done so
-//! for [`IDLE_READER_DELAY`]
-//! (invalidations and connection losses then arrive without calls), and feeds the core's
-//! deadlines. A caller that finds it reading kicks it (one byte on a socket pair) and waits
-//! to be promoted. Connections are opened by short-lived threads, which kick the reader so
+//! for [`IDLE_READER_DELAY`] (invalidations and connection losses then arrive without
+//! calls), and feeds the core's deadlines. A caller that finds it reading kicks it (one
+//! byte on a socket pair) and waits to be promoted. Connections are opened by short-lived threads, which kick the reader so
 //! that it polls the new socket.
 //!
 //! Invalidations are handed out (queue, then callback) before the completions of the same
@@ -55,7 +54,7 @@ const TIMER_MAX_SLEEP: Duration = Duration::from_secs(1);
 /// How long the sockets stay unread after a caller stopped reading them before the
 /// background thread reads them: short enough for invalidations to arrive between calls,
 /// long enough that a busy client never meets the background thread.
-pub(crate) const IDLE_READER_DELAY: Duration = Duration::from_millis(10);
+const IDLE_READER_DELAY: Duration = Duration::from_millis(10);
 
 /// How long a reading caller may leave the master's connection unpolled when it awaits
 /// nothing from it: notifications (other clients' commits, mostly) then wake it once per
