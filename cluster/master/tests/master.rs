@@ -467,8 +467,7 @@ fn a_commit_locks_invalidates_then_unlocks() {
                 "the other client is invalidated"
             );
             // Invalidations go before unlock orders.
-            let position =
-                |pred: &dyn Fn(&Output) -> bool| out.iter().position(|o| pred(o)).unwrap();
+            let position = |pred: &dyn Fn(&Output) -> bool| out.iter().position(pred).unwrap();
             let invalidate = position(&|o| matches!(o, Output::Send { conn: 11, .. }));
             let unlock = position(&|o| {
                 matches!(
