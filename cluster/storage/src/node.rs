@@ -1268,7 +1268,7 @@ const HELD_INPUTS_MAX: u32 = 256;
 /// How long held answers may wait for the votes and locks of other transactions in
 /// progress here, so that one commit covers them too (each commit costs several fsyncs,
 /// during which nothing else is served). A lone transaction does not wait.
-const GROUP_DELAY: Time = 0.000_5;
+const GROUP_DELAY: Time = 0.001;
 
 impl<B: Backend> Storage<B> {
     /// Sends `packet` once every write made so far is durable: one commit then covers
