@@ -54,7 +54,9 @@ struct Cluster {
     _dir: tempfile::TempDir,
     name: String,
     master: SocketAddr,
-    _processes: Vec<Process>,
+    /// The master first.
+    processes: Vec<Process>,
+    master_args: Vec<String>,
 }
 
 impl Cluster {
@@ -76,21 +78,19 @@ impl Cluster {
                     .unwrap_or_else(|e| panic!("cannot start {program}: {e}")),
             )
         };
-        let mut processes = vec![spawn(
-            "neomaster",
-            vec![
-                "-c".into(),
-                name.clone(),
-                "-b".into(),
-                master.to_string(),
-                "-p".into(),
-                partitions.to_string(),
-                "-r".into(),
-                "0".into(),
-                "-A".into(),
-                storages.to_string(),
-            ],
-        )];
+        let master_args: Vec<String> = vec![
+            "-c".into(),
+            name.clone(),
+            "-b".into(),
+            master.to_string(),
+            "-p".into(),
+            partitions.to_string(),
+            "-r".into(),
+            "0".into(),
+            "-A".into(),
+            storages.to_string(),
+        ];
+        let mut processes = vec![spawn("neomaster", master_args.clone())];
         for i in 0..storages {
             let database = dir.path().join(format!("storage_{i}.db"));
             processes.push(spawn(
@@ -113,8 +113,24 @@ impl Cluster {
             _dir: dir,
             name,
             master,
-            _processes: processes,
+            processes,
+            master_args,
         }
+    }
+
+    /// Kills the master (SIGKILL) and starts it again on the same address.
+    fn restart_master(&mut self) {
+        let master = &mut self.processes[0];
+        let _ = master.0.kill();
+        let _ = master.0.wait();
+        let log = std::fs::File::create(self._dir.path().join("neomaster.restarted.err")).unwrap();
+        let process = Command::new(bin_dir().join("neomaster"))
+            .args(&self.master_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("restart neomaster");
+        self.processes[0] = Process(process);
     }
 
     fn config(&self) -> ClientConfig {
@@ -460,6 +476,46 @@ mod threads {
         for &oid in writers {
             assert_eq!(&other.load(oid).unwrap().0[..], &data(oid, 10)[..]);
         }
+    }
+
+    #[test]
+    fn the_client_reconnects_to_a_restarted_master() {
+        let mut cluster = Cluster::start(1, 2);
+        let client = cluster.client();
+        let oid = client.new_oid().unwrap();
+        let tid1 = commit(&client, &[(oid, Tid::ZERO, b"before")]);
+        cluster.restart_master();
+        // The client notices the loss, retries (its deadline comes through the background
+        // thread or the caller) and gets the cluster back once it runs again.
+        let started = std::time::Instant::now();
+        let tid2 = loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no commit within 60 s of the master's restart"
+            );
+            let attempt = (|| -> Result<Tid, Error> {
+                let ttid = client.tpc_begin(None, meta("after restart"))?;
+                client.store(ttid, oid, tid1, Bytes::from_static(b"after"))?;
+                match client.tpc_vote(ttid)? {
+                    Vote::Voted(_) => client.tpc_finish(ttid),
+                    Vote::Conflicts(c) => panic!("unexpected conflicts {c:?}"),
+                }
+            })();
+            match attempt {
+                Ok(tid) => break tid,
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        assert!(tid2 > tid1);
+        assert_eq!(
+            client.load(oid).unwrap(),
+            (Bytes::from_static(b"after"), tid2)
+        );
+        let other = cluster.client();
+        assert_eq!(
+            other.load(oid).unwrap(),
+            (Bytes::from_static(b"after"), tid2)
+        );
     }
 
     #[test]
