@@ -755,6 +755,23 @@ mod exclusive_use {
             .unwrap_err();
         assert!(error.to_string().contains("cksumvfs"), "{error}");
     }
+
+    #[test]
+    fn write_ahead_logging_unless_the_uri_chooses_a_journal() {
+        let mode = |path: &str| -> String {
+            raw(path)
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap()
+        };
+        let (_dir, path) = new_db();
+        open(&path).close().unwrap();
+        assert_eq!(mode(&path), "wal");
+        let (_dir, path) = new_db();
+        open(&format!("file:{path}?journal_mode=DELETE"))
+            .close()
+            .unwrap();
+        assert_eq!(mode(&path), "delete");
+    }
 }
 
 mod partition_table {
@@ -1717,6 +1734,8 @@ unfinished {b'\\x00\\x00\\x00\\x00\\x00\\x00\\x000': None}
             .store_object(Oid(1), Tid(0x20), None, Some(Tid(0x12)), true)
             .unwrap();
         backend.lock_transaction(Tid(0x20), Tid(0x23)).unwrap();
+        // The master approved the order (AskLockInformation.pack): the storage signs it.
+        backend.sign_pack_orders(&[Tid(0x20)], &[]).unwrap();
         backend.unlock_transaction(Tid(0x20), Tid(0x23)).unwrap();
         // An unfinished store, left in tobj.
         backend
