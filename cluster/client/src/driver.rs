@@ -61,6 +61,25 @@ const IDLE_READER_DELAY: Duration = Duration::from_millis(10);
 /// batch instead of once each.
 const MASTER_READ_DELAY: Duration = Duration::from_millis(2);
 
+/// Invalidations kept for [`crate::Client::poll_invalidations`] at most: past that (nobody
+/// polls, e.g. a user of the callback only), they collapse into one
+/// [`Invalidation::All`], which says what a reconnection says (anything may be stale).
+pub(crate) const MAX_QUEUED_INVALIDATIONS: usize = 10_000;
+
+/// Appends to the poll queue, keeping it bounded.
+fn queue_invalidations(queue: &mut VecDeque<Invalidation>, new: &[Invalidation]) {
+    queue.extend(new.iter().cloned());
+    if queue.len() > MAX_QUEUED_INVALIDATIONS {
+        let last_tid = match queue.back() {
+            Some(Invalidation::Objects { tid, .. }) => *tid,
+            Some(Invalidation::All { last_tid }) => *last_tid,
+            None => return,
+        };
+        queue.clear();
+        queue.push_back(Invalidation::All { last_tid });
+    }
+}
+
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -281,7 +300,7 @@ impl State {
         let invalidations = self.core.take_invalidations();
         if !invalidations.is_empty() {
             // Queued first, so that a callback's caller polling at once finds them.
-            lock(&self.invalidations).extend(invalidations.iter().cloned());
+            queue_invalidations(&mut lock(&self.invalidations), &invalidations);
             if let Some(callback) = &self.callback {
                 for invalidation in &invalidations {
                     callback(invalidation);
@@ -903,4 +922,55 @@ fn resolve(address: &Address) -> Option<SocketAddr> {
         let host = std::str::from_utf8(&address.host).ok()?;
         (host, address.port).to_socket_addrs().ok()?.next()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use neo_protocol::{Oid, Tid};
+
+    use super::*;
+
+    #[test]
+    fn the_poll_queue_collapses_into_all_when_nobody_polls() {
+        let mut queue = VecDeque::new();
+        for tid in 1..=MAX_QUEUED_INVALIDATIONS as u64 {
+            queue_invalidations(
+                &mut queue,
+                &[Invalidation::Objects {
+                    tid: Tid(tid),
+                    oids: vec![Oid(tid)],
+                }],
+            );
+        }
+        assert_eq!(queue.len(), MAX_QUEUED_INVALIDATIONS);
+        assert_eq!(
+            queue.front(),
+            Some(&Invalidation::Objects {
+                tid: Tid(1),
+                oids: vec![Oid(1)]
+            })
+        );
+        let last = MAX_QUEUED_INVALIDATIONS as u64 + 1;
+        queue_invalidations(
+            &mut queue,
+            &[Invalidation::Objects {
+                tid: Tid(last),
+                oids: vec![Oid(1)],
+            }],
+        );
+        assert_eq!(
+            queue.iter().collect::<Vec<_>>(),
+            vec![&Invalidation::All {
+                last_tid: Tid(last)
+            }]
+        );
+        // Later ones queue after it, in order.
+        let next = Invalidation::Objects {
+            tid: Tid(last + 1),
+            oids: vec![Oid(2)],
+        };
+        queue_invalidations(&mut queue, std::slice::from_ref(&next));
+        assert_eq!(queue.back(), Some(&next));
+        assert_eq!(queue.len(), 2);
+    }
 }

@@ -478,7 +478,10 @@ impl Client {
         })
     }
 
-    /// Invalidations received since the last call, in commit order.
+    /// Invalidations received since the last call, in commit order. When more than
+    /// `MAX_QUEUED_INVALIDATIONS` (10 000) wait, they are replaced by one
+    /// [`Invalidation::All`] (as after a reconnection), so that a client whose user never
+    /// polls does not grow without bound.
     pub fn poll_invalidations(&self) -> Vec<Invalidation> {
         let mut queue = self.invalidations.lock().unwrap_or_else(|e| e.into_inner());
         queue.drain(..).collect()
