@@ -43,6 +43,11 @@ impl Transaction {
     }
 }
 
+/// Why a begin is refused while a transaction with an explicit TID is pending, or an
+/// explicit TID while any is.
+const CONCURRENT_WITH_TID: &str =
+    "There can't be concurrent transactions when a TID is specified for any of them.";
+
 #[derive(Debug, Default)]
 pub(crate) struct TransactionManager {
     pending: BTreeMap<Tid, Transaction>,
@@ -118,27 +123,23 @@ impl Master {
                     let only = self.tm.pending.values().next().expect("one pending");
                     if only.tid.is_some() && !only.prepared() && self.tm.queue.contains(&only.ttid)
                     {
-                        self.client_protocol_error(
-                            now,
-                            out,
-                            conn,
-                            msg_id,
-                            "a transaction with an explicit TID is pending",
-                        );
+                        self.client_protocol_error(now, out, conn, msg_id, CONCURRENT_WITH_TID);
                         return;
                     }
                 }
                 self.next_tid(now, None, 1)
             }
             Some(tid) => {
-                if !self.tm.pending.is_empty() || tid <= self.last_tid {
-                    self.client_protocol_error(
-                        now,
-                        out,
-                        conn,
-                        msg_id,
-                        "explicit TID refused: transactions pending or TID not after the last one",
-                    );
+                // NEO/py's messages: clients and scripts show them as they are.
+                let refused = if !self.tm.pending.is_empty() {
+                    Some(CONCURRENT_WITH_TID)
+                } else if tid <= self.last_tid {
+                    Some("new TID must be greater than the last committed one")
+                } else {
+                    None
+                };
+                if let Some(why) = refused {
+                    self.client_protocol_error(now, out, conn, msg_id, why);
                     return;
                 }
                 self.tm.queue.push_back(tid);
