@@ -21,6 +21,8 @@ pub(crate) struct Transaction {
     readiness: u64,
     /// Final TID, set when finish was requested (or at begin for an explicit TID).
     tid: Option<Tid>,
+    /// Begun with an explicit TID (restore, migration): queued at begin.
+    explicit: bool,
     /// Finish requested: (msg_id of AskFinishTransaction).
     finish_msg_id: Option<u32>,
     oids: Vec<Oid>,
@@ -119,22 +121,37 @@ impl Master {
         }
         let ttid = match tid {
             None => {
-                if self.tm.pending.len() == 1 {
-                    let only = self.tm.pending.values().next().expect("one pending");
-                    if only.tid.is_some() && !only.prepared() && self.tm.queue.contains(&only.ttid)
-                    {
-                        self.client_protocol_error(now, out, conn, msg_id, CONCURRENT_WITH_TID);
-                        return;
-                    }
+                // As NEO/py, an explicit-TID transaction that is already finishing is
+                // tolerated: its TID is fixed and queued.
+                if self
+                    .tm
+                    .pending
+                    .values()
+                    .any(|t| t.explicit && !t.prepared())
+                {
+                    self.client_protocol_error(now, out, conn, msg_id, CONCURRENT_WITH_TID);
+                    return;
                 }
                 self.next_tid(now, None, 1)
             }
             Some(tid) => {
-                // NEO/py's messages: clients and scripts show them as they are.
-                let refused = if !self.tm.pending.is_empty() {
+                // Beyond NEO/py, which refuses any concurrency here: explicit TIDs may
+                // overlap when they increase, so that a migration keeps several
+                // transactions in flight (each is queued at begin, so they commit in TID
+                // order). The messages are NEO/py's: clients and scripts show them as is.
+                let pending_tid = self
+                    .tm
+                    .pending
+                    .values()
+                    .filter_map(|t| t.tid)
+                    .max()
+                    .unwrap_or(Tid::ZERO);
+                let refused = if self.tm.pending.values().any(|t| !t.explicit) {
                     Some(CONCURRENT_WITH_TID)
                 } else if tid <= self.last_tid {
                     Some("new TID must be greater than the last committed one")
+                } else if tid <= pending_tid {
+                    Some("new TID must be greater than the TIDs of pending transactions")
                 } else {
                     None
                 };
@@ -153,6 +170,7 @@ impl Master {
                 client: Some((client, conn)),
                 readiness: self.readiness,
                 tid,
+                explicit: tid.is_some(),
                 finish_msg_id: None,
                 oids: Vec::new(),
                 involved: BTreeSet::new(),

@@ -731,3 +731,88 @@ fn read_only_clients_cannot_write_and_every_commit_is_announced() {
     };
     assert!(inv.oid_list.is_empty());
 }
+
+#[test]
+fn explicit_tids_may_overlap_when_they_increase_and_commit_in_tid_order() {
+    let mut h = running_cluster();
+    client_joins(&mut h, 10);
+    client_joins(&mut h, 11);
+    let base = 0x03ff_0000_0000_0000u64;
+    let begin = |h: &mut Harness, conn: u64, msg_id: u32, tid: Option<Tid>| -> Packet {
+        let out = h.packet(conn, msg_id, AskBeginTransaction { tid });
+        match sent(&out, conn).first() {
+            Some((_, packet)) => packet.clone(),
+            None => panic!("no answer to a begin: {out:?}"),
+        }
+    };
+    let error = |packet: Packet| -> String {
+        match packet {
+            Packet::Error(e) => String::from_utf8_lossy(&e.message).into_owned(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    };
+    // A refused begin is a protocol error that closes the client's connection (as
+    // NEO/py): each refusal below comes from a client of its own.
+    for conn in [12, 13, 14] {
+        client_joins(&mut h, conn);
+    }
+    // Not after the last committed TID: NEO/py's message.
+    let refused = begin(&mut h, 12, 1, Some(Tid(base)));
+    assert_eq!(
+        error(refused),
+        "new TID must be greater than the last committed one"
+    );
+    let (t1, t2) = (Tid(base + 100), Tid(base + 200));
+    assert!(matches!(
+        begin(&mut h, 10, 2, Some(t1)),
+        Packet::AnswerBeginTransaction(_)
+    ));
+    assert!(matches!(
+        begin(&mut h, 10, 3, Some(t2)),
+        Packet::AnswerBeginTransaction(_)
+    ));
+    // Below a pending explicit TID, or without a TID while they are open: refused.
+    let refused = begin(&mut h, 13, 1, Some(Tid(base + 150)));
+    assert!(error(refused).contains("pending transactions"));
+    let refused = begin(&mut h, 14, 1, None);
+    assert!(error(refused).contains("There can't be concurrent transactions"));
+
+    // The second finishes first: it is locked but waits for the first to commit.
+    let finish = |h: &mut Harness, msg_id: u32, ttid: Tid| -> Vec<Output> {
+        h.packet(
+            10,
+            msg_id,
+            AskFinishTransaction {
+                ttid,
+                oid_list: vec![Oid(1)],
+                deleted: vec![],
+                checked: vec![],
+                pack: None,
+            },
+        )
+    };
+    let mut locks = Vec::new();
+    for (msg_id, ttid) in [(5, t2), (6, t1)] {
+        let out = finish(&mut h, msg_id, ttid);
+        for conn in [1, 2] {
+            let s = sent(&out, conn);
+            let (id, lock) = find(&s, "AskLockInformation");
+            let Packet::AskLockInformation(lock) = lock else {
+                unreachable!()
+            };
+            assert_eq!(lock.tid, ttid, "an explicit TID is the final TID");
+            locks.push((conn, id, ttid));
+        }
+    }
+    let mut finished = Vec::new();
+    for (conn, id, ttid) in locks {
+        let out = h.answer(conn, id, AnswerInformationLocked { ttid });
+        for (_, packet) in sent(&out, 10) {
+            if let Packet::AnswerTransactionFinished(done) = packet {
+                finished.push(done.tid);
+            }
+        }
+    }
+    assert_eq!(finished, vec![t1, t2], "committed in TID order");
+    assert_eq!(h.master.last_ids().0, t2);
+}
