@@ -10,9 +10,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use neo_client::{Client, Codec, TransactionMeta, Vote};
 use neo_protocol::{Oid, Tid};
 
@@ -109,13 +110,18 @@ fn not_a_prefix(source: &Path, last: u64, why: &str) -> String {
     )
 }
 
-/// Replays the source's transactions after `start` into the cluster.
+/// Replays the source's transactions after `start` into the cluster, `pipeline` of them
+/// in flight: this thread begins each one (in TID order, as the master requires) and
+/// sends its stores; workers vote, then finish strictly in order, so that the cluster
+/// always holds a beginning of the source (a failed transaction stops every later one
+/// before its finish). `pipeline` 1 is NEO/py's way, one transaction at a time.
 pub fn run(
     source: &Path,
     client: &Arc<Client>,
     start: &Start,
     mut serials: HashMap<u64, u64>,
     codec: Codec,
+    pipeline: usize,
     progress: &Progress,
 ) -> Result<Totals> {
     let after = match start {
@@ -123,24 +129,173 @@ pub fn run(
         Start::After { tid, .. } => Some(*tid),
     };
     let reader = FileReader::start(source.to_path_buf(), after, Some(codec))?;
-    let mut totals = Totals::default();
-    for txn in reader {
-        let txn = txn?;
-        commit(client, &txn, &mut serials).with_context(|| {
-            format!(
-                "migrating transaction {} ({} transactions migrated by this run; run the \
-                 same command again to resume after the last one committed)",
-                hex(txn.tid),
-                totals.transactions
-            )
-        })?;
-        totals.add(&txn);
-        progress.advance(&txn);
+    let order = Order {
+        state: Mutex::new(OrderState {
+            turn: 0,
+            committed: after.unwrap_or(0),
+            failure: None,
+            totals: Totals::default(),
+        }),
+        changed: Condvar::new(),
+    };
+    let workers = pipeline.max(1);
+    let (jobs, receiver) = mpsc::sync_channel::<Job>(0);
+    let receiver = Mutex::new(receiver);
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..workers {
+            let (receiver, order) = (&receiver, &order);
+            scope.spawn(move || loop {
+                let job = match receiver.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                };
+                vote_and_finish(client, job, order, progress);
+            });
+        }
+        let mut seq = 0u64;
+        for txn in reader {
+            if order.failed() {
+                break;
+            }
+            let txn = match txn {
+                Ok(txn) => txn,
+                Err(error) => {
+                    order.fail(seq, error);
+                    break;
+                }
+            };
+            // A record pointing back to the data of a transaction still in flight waits
+            // until it is committed: the storage looks that data up when it stores.
+            let back = txn.records.iter().filter_map(|r| r.data_txn).max();
+            if let Some(back) = back {
+                if !order.wait_committed(back) {
+                    break;
+                }
+            }
+            match begin_and_store(client, &txn, &mut serials) {
+                Ok(ttid) => {
+                    if jobs.send(Job { seq, ttid, txn }).is_err() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    // The transactions sent before finish or fail before this one's turn.
+                    order.fail(seq, error.context(describe(&txn)));
+                    break;
+                }
+            }
+            seq += 1;
+        }
+        drop(jobs);
+        Ok(())
+    })?;
+    let state = order.state.into_inner().unwrap_or_else(|e| e.into_inner());
+    match state.failure {
+        Some((_, error)) => Err(error.context(format!(
+            "{} transactions migrated by this run; run the same command again to resume \
+             after the last one committed",
+            state.totals.transactions
+        ))),
+        None => Ok(state.totals),
     }
-    Ok(totals)
 }
 
-fn commit(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) -> Result<()> {
+/// A transaction begun and stored, for a worker to vote and finish.
+struct Job {
+    seq: u64,
+    ttid: Tid,
+    txn: Txn,
+}
+
+/// Finishes in sequence order, and the first failure (by sequence).
+struct Order {
+    state: Mutex<OrderState>,
+    changed: Condvar,
+}
+
+struct OrderState {
+    /// Sequence number whose finish may go now.
+    turn: u64,
+    /// TID of the last transaction committed (or already in the cluster).
+    committed: u64,
+    failure: Option<(u64, anyhow::Error)>,
+    totals: Totals,
+}
+
+impl Order {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OrderState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failed(&self) -> bool {
+        self.lock().failure.is_some()
+    }
+
+    /// Waits until `tid` is committed; false if something failed meanwhile.
+    fn wait_committed(&self, tid: u64) -> bool {
+        let mut state = self.lock();
+        while state.committed < tid && state.failure.is_none() {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.failure.is_none()
+    }
+
+    /// Records a failure; the earliest transaction's is the one reported.
+    fn fail(&self, seq: u64, error: anyhow::Error) {
+        let mut state = self.lock();
+        if state.failure.as_ref().is_none_or(|(s, _)| seq < *s) {
+            state.failure = Some((seq, error));
+        }
+        self.changed.notify_all();
+    }
+}
+
+fn describe(txn: &Txn) -> String {
+    format!("migrating transaction {}", hex(txn.tid))
+}
+
+/// Votes, waits for its turn, finishes (or aborts when an earlier one failed).
+fn vote_and_finish(client: &Client, job: Job, order: &Order, progress: &Progress) {
+    let Job { seq, ttid, txn } = job;
+    let voted = vote(client, ttid);
+    let mut state = order.lock();
+    while state.turn != seq {
+        state = order.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+    // Only a failure of an earlier transaction stops this one: the ones before a failure
+    // still commit, so a resumed run has less to do.
+    let stopped = state.failure.as_ref().is_some_and(|(s, _)| *s < seq);
+    let outcome = match (voted, stopped) {
+        (_, true) => Err(None),
+        (Err(error), false) => Err(Some(error)),
+        (Ok(()), false) => {
+            // The finish goes while holding the turn: nothing later may commit first.
+            drop(state);
+            let finished = finish(client, ttid, &txn);
+            state = order.lock();
+            finished.map_err(Some)
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            state.committed = txn.tid;
+            state.totals.add(&txn);
+            progress.advance(&txn);
+        }
+        Err(error) => {
+            let _ = client.tpc_abort(ttid);
+            if let Some(error) = error {
+                if state.failure.as_ref().is_none_or(|(s, _)| seq < *s) {
+                    state.failure = Some((seq, error.context(describe(&txn))));
+                }
+            }
+        }
+    }
+    state.turn += 1;
+    order.changed.notify_all();
+}
+
+fn begin_and_store(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) -> Result<Tid> {
     let meta = TransactionMeta {
         user: txn.user.clone(),
         description: txn.description.clone(),
@@ -148,7 +303,17 @@ fn commit(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) -> Result
     };
     let ttid = client
         .tpc_begin(Some(Tid(txn.tid)), meta)
-        .map_err(call_error)?;
+        .map_err(call_error)
+        .map_err(|error| {
+            if error.to_string().contains("concurrent transactions") {
+                error.context(
+                    "the master refuses overlapping transactions with explicit TIDs (NEO/py's \
+                     does): run again with --pipeline 1",
+                )
+            } else {
+                error
+            }
+        })?;
     let stored = (|| -> Result<()> {
         for record in &txn.records {
             let oid = Oid(record.oid);
@@ -166,31 +331,41 @@ fn commit(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) -> Result
                     .map_err(call_error)?,
             }
         }
-        match client.tpc_vote(ttid).map_err(call_error)? {
-            Vote::Voted(_) => Ok(()),
-            Vote::Conflicts(conflicts) => {
-                let oids: Vec<String> = conflicts.iter().map(|c| hex(c.oid.0)).collect();
-                bail!(
-                    "conflicts on {}: the cluster was written to by someone else during the \
-                     migration",
-                    oids.join(", ")
-                )
-            }
-        }
+        Ok(())
     })();
     if let Err(error) = stored {
         let _ = client.tpc_abort(ttid);
         return Err(error);
     }
+    // Later transactions are based on this one: it commits before them or nothing
+    // after it does.
+    for record in &txn.records {
+        serials.insert(record.oid, txn.tid);
+    }
+    Ok(ttid)
+}
+
+fn vote(client: &Client, ttid: Tid) -> Result<()> {
+    match client.tpc_vote(ttid).map_err(call_error)? {
+        Vote::Voted(_) => Ok(()),
+        Vote::Conflicts(conflicts) => {
+            let oids: Vec<String> = conflicts.iter().map(|c| hex(c.oid.0)).collect();
+            bail!(
+                "conflicts on {}: the cluster was written to by someone else during the \
+                 migration",
+                oids.join(", ")
+            )
+        }
+    }
+}
+
+fn finish(client: &Client, ttid: Tid, txn: &Txn) -> Result<()> {
     let tid = client.tpc_finish(ttid).map_err(call_error)?;
     if tid.0 != txn.tid {
         bail!(
             "the cluster committed it as {} instead of its own TID",
             hex(tid.0)
         );
-    }
-    for record in &txn.records {
-        serials.insert(record.oid, txn.tid);
     }
     Ok(())
 }

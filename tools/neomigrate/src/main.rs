@@ -68,6 +68,12 @@ struct Args {
     /// Seconds to wait for the cluster, and for each answer of it.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     timeout: f64,
+    /// FileStorage -> NEO: transactions in flight at once (begun in TID order, finished
+    /// in TID order). 1, the default, is NEO/py's way and all a NEO/py master accepts;
+    /// our master takes more (4 is about 25% faster).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pipeline: u64,
     /// Threads reading a cluster (each has requests in flight).
     #[arg(long, default_value_t = 8, value_name = "N")]
     readers: usize,
@@ -284,7 +290,15 @@ impl Run {
         }
         let level = self.args.compression_level;
         let codec = neo_client::Codec::new(level > 0, level.max(1));
-        let result = import::run(source, &client, &start, serials, codec, &progress);
+        let result = import::run(
+            source,
+            &client,
+            &start,
+            serials,
+            codec,
+            self.args.pipeline as usize,
+            &progress,
+        );
         progress.finish();
         let totals = result?;
         self.done(started, &totals, file_size);

@@ -258,7 +258,16 @@ fn round_trip_through_neo_keeps_transactions_records_and_undo_backpointers() {
     let name = cluster.name.clone();
     let masters = cluster.masters.clone();
 
-    let import = run(&["-c", &name, "--verify", path_str(&source), &masters]);
+    // Several transactions in flight: records pointing back to one still in flight wait.
+    let import = run(&[
+        "-c",
+        &name,
+        "--verify",
+        "--pipeline",
+        "4",
+        path_str(&source),
+        &masters,
+    ]);
     assert!(import.status.success());
     let out = text(&import);
     assert!(out.contains("Migrating from"), "{out}");
@@ -286,9 +295,17 @@ fn round_trip_through_neo_keeps_transactions_records_and_undo_backpointers() {
     zodb_checks(&source, &exported);
     // Same TIDs, metadata, records in the same order, backpointers to the same places:
     // the file ZODB wrote comes back byte for byte.
-    let (a, b) = (std::fs::read(&source).unwrap(), std::fs::read(&exported).unwrap());
+    let (a, b) = (
+        std::fs::read(&source).unwrap(),
+        std::fs::read(&exported).unwrap(),
+    );
     let first = a.iter().zip(&b).position(|(x, y)| x != y);
-    assert!(a == b, "round trip differs: sizes {} / {}, first at {first:?}", a.len(), b.len());
+    assert!(
+        a == b,
+        "round trip differs: sizes {} / {}, first at {first:?}",
+        a.len(),
+        b.len()
+    );
 }
 
 #[test]
