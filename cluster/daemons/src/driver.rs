@@ -10,6 +10,8 @@
 //! buffer per connection, so that a batch of packets costs one write per connection.
 //! The driver also feeds the SQLite log: every packet sent or received (with the peer's
 //! NID once identification told it), the node's own NID, and FlushLog.
+//! The driver's thread reads plain TCP connections itself (`neo_net::Poller`): a lone
+//! request then wakes this thread only, not a tokio worker too.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -18,7 +20,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use neo_net::{ConnectionHandle, Event, Events, Net, NetConfig, SendError};
+use neo_net::{ConnectionHandle, Event, Net, NetConfig, Poller, SendError};
 use neo_node::io::OUTGOING;
 use neo_node::{ConnId, Input, Node, Outbox, Output, Time};
 use neo_protocol::{Address, Nid, Packet};
@@ -92,7 +94,9 @@ extern "C" fn on_shutdown_signal(signal: libc::c_int) {
 /// address it listens on, port 0 included).
 pub struct Driver {
     net: Net,
-    events: Events,
+    /// The node's thread reads plain TCP connections itself through this, so that a
+    /// request reaches the node without a tokio worker's wakeup and a channel hop.
+    events: Poller,
     local_addr: Option<SocketAddr>,
     logger: Option<SharedLogger>,
     cluster: String,
@@ -101,7 +105,7 @@ pub struct Driver {
 impl Driver {
     /// Starts the network and listens on `listen`, if given.
     pub fn bind(listen: Option<SocketAddr>, config: NetConfig) -> io::Result<Driver> {
-        let (net, events) = Net::new(config)?;
+        let (net, events) = Net::new_polled(config)?;
         let local_addr =
             match listen {
                 Some(addr) => Some(net.listen(addr).map_err(|e| {
@@ -216,13 +220,13 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
-    fn run<N: Node>(&mut self, node: &mut N, events: &Events) -> i32 {
+    fn run<N: Node>(&mut self, node: &mut N, events: &Poller) -> i32 {
         let code = self.run_events(node, events);
         self.uncork_all();
         code
     }
 
-    fn run_events<N: Node>(&mut self, node: &mut N, events: &Events) -> i32 {
+    fn run_events<N: Node>(&mut self, node: &mut N, events: &Poller) -> i32 {
         if let Some(code) = self.feed(node, Input::Start) {
             return code;
         }
@@ -303,7 +307,7 @@ impl Loop<'_> {
     /// Closes every connection after what is queued on it is sent, and waits a little for
     /// the closes, so that what a node says before exiting (NEO/py's masters tell every
     /// node to stop) reaches the peers before the network is torn down.
-    fn close_all(&mut self, events: &Events) {
+    fn close_all(&mut self, events: &Poller) {
         let mut open = std::mem::take(&mut self.conns.closing);
         for handle in self.conns.handles.values() {
             handle.close();

@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use neo_protocol::{
@@ -23,6 +23,7 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc as tokio_mpsc;
 
+use crate::poller::Sink;
 use crate::socket::BoxedStream;
 use crate::{ConnectionId, Event};
 
@@ -117,7 +118,7 @@ pub(crate) struct Shared {
     pub(crate) peer: SocketAddr,
     next_msg_id: AtomicU32,
     pending: Mutex<HashMap<u32, Pending>>,
-    max_packet_size: usize,
+    pub(crate) max_packet_size: usize,
     /// Writes from the sending thread itself, without waking the connection task.
     direct: Mutex<Direct>,
 }
@@ -337,6 +338,16 @@ impl ConnectionHandle {
             .map_err(|_| SendError::Closed)
     }
 
+    /// What a [`crate::Poller`] needs to read this connection from `fd` (a duplicate of
+    /// the socket). It holds no strong sender: dropping every handle still closes.
+    pub(crate) fn reader_parts(&self, fd: std::os::fd::OwnedFd) -> crate::poller::ReaderParts {
+        crate::poller::ReaderParts {
+            fd,
+            shared: self.shared.clone(),
+            commands: self.commands.downgrade(),
+        }
+    }
+
     /// Lets the sending thread write to this plain TCP socket itself (see [`Direct`]).
     pub(crate) fn set_direct_fd(&self, fd: RawFd) {
         lock(&self.shared.direct).fd = Some(fd);
@@ -348,7 +359,7 @@ impl ConnectionHandle {
 }
 
 /// Queues a command for the connection task; direct writes stop until it is done.
-fn push_command(
+pub(crate) fn push_command(
     shared: &Shared,
     commands: &tokio_mpsc::UnboundedSender<Command>,
     command: Command,
@@ -408,8 +419,11 @@ pub(crate) fn new_connection(
 pub(crate) struct ConnectionTask {
     pub(crate) handle: ConnectionHandle,
     pub(crate) commands: tokio_mpsc::UnboundedReceiver<Command>,
-    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) events: Sink,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The node's thread reads this connection itself (a [`crate::Poller`]): the task
+    /// only writes and closes.
+    pub(crate) read_elsewhere: bool,
 }
 
 impl ConnectionTask {
@@ -420,6 +434,7 @@ impl ConnectionTask {
             commands,
             events,
             mut shutdown,
+            read_elsewhere,
         } = self;
         let shared = handle.shared.clone();
         // The reader only needs a weak sender: when the node drops every handle, the command
@@ -437,8 +452,15 @@ impl ConnectionTask {
                 // Declared after the halves, so dropped before them even if this task is
                 // cancelled: no direct write may reach a closed (or reused) descriptor.
                 let _stop = StopDirect(&shared);
+                let reading = async {
+                    if read_elsewhere {
+                        std::future::pending().await
+                    } else {
+                        read_loop(&mut read_half, &shared, weak_commands, &events).await
+                    }
+                };
                 let reason = tokio::select! {
-                    reason = read_loop(&mut read_half, &shared, weak_commands, &events) => reason,
+                    reason = reading => reason,
                     reason = write_loop(&mut write_half, commands, &shared) => reason,
                     _ = shutdown.wait_for(|stop| *stop) => CloseReason::Shutdown,
                 };
@@ -456,7 +478,7 @@ impl ConnectionTask {
             .map(|(msg_id, p)| (msg_id, p.context))
             .collect();
         pending.sort_unstable();
-        let _ = events.send(Event::Closed {
+        events.send(Event::Closed {
             conn: shared.id,
             reason,
             pending,
@@ -563,7 +585,7 @@ async fn read_loop(
     stream: &mut ReadHalf<BoxedStream>,
     shared: &Shared,
     commands: tokio_mpsc::WeakUnboundedSender<Command>,
-    events: &mpsc::Sender<Event>,
+    events: &Sink,
 ) -> CloseReason {
     let mut decoder =
         Decoder::new(HandshakeMode::Expect).with_max_packet_size(shared.max_packet_size);
@@ -571,7 +593,9 @@ async fn read_loop(
         loop {
             match decoder.next_message() {
                 Ok(Some(message)) => {
-                    if let Err(reason) = dispatch(message, shared, &commands, events) {
+                    if let Err(reason) =
+                        dispatch(message, shared, &commands, &mut |event| events.send(event))
+                    {
                         // Let the writer send the Error packet, then close; stop reading.
                         if let Some(commands) = commands.upgrade() {
                             push_command(shared, &commands, Command::Close(reason.clone()));
@@ -602,16 +626,16 @@ async fn read_loop(
 }
 
 /// Routes one packet: answers to their pending request, everything else to the node.
-fn dispatch(
+pub(crate) fn dispatch(
     message: Message,
     shared: &Shared,
     commands: &tokio_mpsc::WeakUnboundedSender<Command>,
-    events: &mpsc::Sender<Event>,
+    events: &mut dyn FnMut(Event),
 ) -> Result<(), CloseReason> {
     let Message { msg_id, packet } = message;
     let code = packet.code();
     if code & RESPONSE_MASK == 0 {
-        let _ = events.send(Event::Packet {
+        events(Event::Packet {
             conn: shared.id,
             msg_id,
             packet,
@@ -624,7 +648,7 @@ fn dispatch(
         (_, Some(p)) if code == p.answer_code || matches!(packet, Packet::Error(_)) => {
             pending.remove(&msg_id);
             drop(pending);
-            let _ = events.send(Event::Answer {
+            events(Event::Answer {
                 conn: shared.id,
                 msg_id,
                 context: Some(p.context),
@@ -636,7 +660,7 @@ fn dispatch(
         // fresh id for an out-of-range AskPartitionList): pass it on without a context.
         (Packet::Error(_), None) => {
             drop(pending);
-            let _ = events.send(Event::Answer {
+            events(Event::Answer {
                 conn: shared.id,
                 msg_id,
                 context: None,

@@ -11,14 +11,17 @@
 //! [`CloseReason`]; nothing panics and the other connections go on.
 //!
 //! This crate must not contain node logic, and nothing in the logic crates may depend on it.
-//! TLS is not implemented yet; [`StreamWrapper`] is where it will plug in.
+//! With [`Net::new_polled`], the node's thread reads plain TCP connections itself
+//! ([`Poller`], epoll) and tokio only accepts, connects, writes what a direct write left,
+//! and closes. TLS is not implemented yet; [`StreamWrapper`] is where it will plug in.
 
 mod connection;
+mod poller;
 pub mod socket;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -28,9 +31,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 pub use connection::{CloseReason, ConnectionHandle, SendError};
+pub use poller::Poller;
 pub use socket::{PlainTcp, StreamWrapper};
 
 use connection::{new_connection, ConnectionTask};
+use poller::Sink;
 
 /// Identifies a connection for the lifetime of a [`Net`].
 pub type ConnectionId = u64;
@@ -104,7 +109,7 @@ pub type Events = mpsc::Receiver<Event>;
 
 struct Inner {
     config: NetConfig,
-    events: mpsc::Sender<Event>,
+    events: Sink,
     next_conn: AtomicU64,
     /// Every task spawned, so that shutdown can wait for all of them.
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -133,13 +138,25 @@ pub struct Net {
 impl Net {
     /// Starts the I/O runtime; events arrive on the returned receiver.
     pub fn new(config: NetConfig) -> io::Result<(Net, Events)> {
+        let (events, receiver) = mpsc::channel();
+        Ok((Net::start(config, Sink::Channel(events))?, receiver))
+    }
+
+    /// Like [`Net::new`], but the thread that owns the returned [`Poller`] reads plain TCP
+    /// connections itself (see the `poller` module): a lone request costs no tokio
+    /// wakeup. TLS connections are still read by tokio.
+    pub fn new_polled(config: NetConfig) -> io::Result<(Net, Poller)> {
+        let (poller, sink) = Poller::new()?;
+        Ok((Net::start(config, sink)?, poller))
+    }
+
+    fn start(config: NetConfig, events: Sink) -> io::Result<Net> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.io_threads.max(1))
             .thread_name("neo-net")
             .enable_io()
             .enable_time()
             .build()?;
-        let (events, receiver) = mpsc::channel();
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Inner {
             config,
@@ -148,13 +165,10 @@ impl Net {
             tasks: Mutex::new(Vec::new()),
             shutdown,
         });
-        Ok((
-            Net {
-                runtime: Some(runtime),
-                inner,
-            },
-            receiver,
-        ))
+        Ok(Net {
+            runtime: Some(runtime),
+            inner,
+        })
     }
 
     /// Listens on `addr` (IPv4 or IPv6; port 0 picks one) and returns the bound address.
@@ -186,7 +200,7 @@ impl Net {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::info!(conn = id, %addr, error = %e, "connection failed");
-                    let _ = events.send(Event::ConnectFailed {
+                    events.send(Event::ConnectFailed {
                         conn: id,
                         addr,
                         error: e.to_string(),
@@ -198,10 +212,20 @@ impl Net {
                 tracing::warn!(conn = id, %addr, error = %e, "cannot set socket options");
             }
             let fd = stream.as_raw_fd();
-            let stream = match inner.config.wrapper.wrap_outgoing(stream).await {
-                Ok(stream) => stream,
+            let prepared = match prepare(&inner, stream) {
+                Ok(Prepared::Polled(stream, dup)) => Ok((stream, Some(dup))),
+                Ok(Prepared::Tokio(stream)) => inner
+                    .config
+                    .wrapper
+                    .wrap_outgoing(stream)
+                    .await
+                    .map(|stream| (stream, None)),
+                Err(e) => Err(e),
+            };
+            let (stream, dup) = match prepared {
+                Ok(pair) => pair,
                 Err(e) => {
-                    let _ = events.send(Event::ConnectFailed {
+                    events.send(Event::ConnectFailed {
                         conn: id,
                         addr,
                         error: e.to_string(),
@@ -209,15 +233,14 @@ impl Net {
                     return;
                 }
             };
-            if inner.config.wrapper.is_plain() {
-                task_handle.set_direct_fd(fd);
-            }
-            let _ = events.send(Event::Connected { conn: id });
+            let event = Event::Connected { conn: id };
+            let read_elsewhere = announce(&inner, &task_handle, fd, dup, event);
             ConnectionTask {
                 handle: task_handle,
                 commands,
                 events,
                 shutdown: inner.shutdown.subscribe(),
+                read_elsewhere,
             }
             .run(stream)
             .await;
@@ -267,6 +290,59 @@ impl Drop for Net {
     }
 }
 
+/// A connected stream made ready for its connection task.
+enum Prepared {
+    /// Plain TCP read by the [`Poller`] (from the duplicate descriptor); the task only
+    /// writes, through a stream that tokio watches for writability alone, so that
+    /// incoming bytes wake no tokio worker.
+    Polled(socket::BoxedStream, OwnedFd),
+    /// Read and written by tokio: it still goes through the [`StreamWrapper`].
+    Tokio(TcpStream),
+}
+
+fn prepare(inner: &Inner, stream: TcpStream) -> io::Result<Prepared> {
+    if !(inner.config.wrapper.is_plain() && inner.events.reads_directly()) {
+        return Ok(Prepared::Tokio(stream));
+    }
+    let dup = match stream.as_fd().try_clone_to_owned() {
+        Ok(dup) => dup,
+        Err(e) => {
+            // Out of descriptors: tokio reads this one as before.
+            tracing::warn!(error = %e, "cannot duplicate the socket; tokio reads it");
+            return Ok(Prepared::Tokio(stream));
+        }
+    };
+    let writer = socket::WriteOnlyTcp::new(stream.into_std()?)?;
+    Ok(Prepared::Polled(Box::new(writer), dup))
+}
+
+/// Tells the node's thread about an established connection. On plain TCP, the node's
+/// thread may write to the socket itself, and read it too when it owns a [`Poller`]
+/// (`dup` is then the descriptor it reads; it comes with the event, so no packet can
+/// precede the event). Returns whether the connection task must leave reading to the
+/// poller.
+fn announce(
+    inner: &Inner,
+    handle: &ConnectionHandle,
+    fd: RawFd,
+    dup: Option<OwnedFd>,
+    event: Event,
+) -> bool {
+    if inner.config.wrapper.is_plain() {
+        handle.set_direct_fd(fd);
+    }
+    match dup {
+        Some(dup) => {
+            inner.events.register(handle.reader_parts(dup), event);
+            true
+        }
+        None => {
+            inner.events.send(event);
+            false
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, local: SocketAddr, inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
     loop {
@@ -291,26 +367,35 @@ async fn accept_loop(listener: TcpListener, local: SocketAddr, inner: Arc<Inner>
         let task_inner = inner.clone();
         let task = tokio::spawn(async move {
             let fd = stream.as_raw_fd();
-            let stream = match task_inner.config.wrapper.wrap_incoming(stream).await {
-                Ok(stream) => stream,
+            let prepared = match prepare(&task_inner, stream) {
+                Ok(Prepared::Polled(stream, dup)) => Ok((stream, Some(dup))),
+                Ok(Prepared::Tokio(stream)) => task_inner
+                    .config
+                    .wrapper
+                    .wrap_incoming(stream)
+                    .await
+                    .map(|stream| (stream, None)),
+                Err(e) => Err(e),
+            };
+            let (stream, dup) = match prepared {
+                Ok(pair) => pair,
                 Err(e) => {
                     tracing::info!(%peer, error = %e, "incoming connection refused");
                     return;
                 }
             };
-            if task_inner.config.wrapper.is_plain() {
-                handle.set_direct_fd(fd);
-            }
             let events = task_inner.events.clone();
-            let _ = events.send(Event::Accepted {
+            let event = Event::Accepted {
                 listener: local,
                 conn: handle.clone(),
-            });
+            };
+            let read_elsewhere = announce(&task_inner, &handle, fd, dup, event);
             ConnectionTask {
                 handle,
                 commands,
                 events,
                 shutdown: task_inner.shutdown.subscribe(),
+                read_elsewhere,
             }
             .run(stream)
             .await;

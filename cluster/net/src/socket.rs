@@ -8,7 +8,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::io::Write;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Dead peers are detected by TCP keepalive only (NEO has no heartbeat): NEO/py probes after
@@ -78,5 +82,57 @@ impl StreamWrapper for PlainTcp {
 
     fn is_plain(&self) -> bool {
         true
+    }
+}
+
+/// A plain TCP stream whose reading is done elsewhere (by a `Poller`): tokio watches it
+/// for writability only, so that incoming bytes do not wake a tokio worker. Reading it
+/// never completes.
+pub(crate) struct WriteOnlyTcp(AsyncFd<std::net::TcpStream>);
+
+impl WriteOnlyTcp {
+    /// Must be called inside the runtime; `stream` must be nonblocking.
+    pub(crate) fn new(stream: std::net::TcpStream) -> io::Result<WriteOnlyTcp> {
+        stream.set_nonblocking(true)?;
+        // SAFETY: the std stream owns its descriptor, which stays open and the same for
+        // as long as the AsyncFd owns the stream.
+        unsafe { AsyncFd::register_with_interest(stream, Interest::WRITABLE) }
+            .map(WriteOnlyTcp)
+            .map_err(|e| e.into_parts().1)
+    }
+}
+
+impl AsyncRead for WriteOnlyTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // The connection task never reads such a stream (its reader is the poller).
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for WriteOnlyTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.0.poll_write_ready(cx))?;
+            match guard.try_io(|inner| inner.get_ref().write(buf)) {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.0.get_ref().shutdown(std::net::Shutdown::Write))
     }
 }

@@ -10,12 +10,36 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use neo_net::{CloseReason, ConnectionHandle, Event, Events, Net, NetConfig, SendError};
+use neo_net::{CloseReason, ConnectionHandle, Event, Events, Net, NetConfig, Poller, SendError};
+
+/// The receiving end of either kind of [`Net`]: every test runs with events over a channel
+/// (tokio reads) and with a [`Poller`] (the test's thread reads plain connections).
+enum Rx {
+    Channel(Events),
+    Polled(Poller),
+}
+
+impl Rx {
+    fn recv_timeout(&self, timeout: Duration) -> Result<Event, std::sync::mpsc::RecvTimeoutError> {
+        match self {
+            Rx::Channel(events) => events.recv_timeout(timeout),
+            Rx::Polled(poller) => poller.recv_timeout(timeout),
+        }
+    }
+}
+
+fn new_net(polled: bool, config: NetConfig) -> std::io::Result<(Net, Rx)> {
+    if polled {
+        Net::new_polled(config).map(|(net, poller)| (net, Rx::Polled(poller)))
+    } else {
+        Net::new(config).map(|(net, events)| (net, Rx::Channel(events)))
+    }
+}
 use neo_protocol::*;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn next_event(events: &Events) -> Event {
+fn next_event(events: &Rx) -> Event {
     match events.recv_timeout(TIMEOUT) {
         Ok(event) => event,
         Err(RecvTimeoutError::Timeout) => panic!("no event within {TIMEOUT:?}"),
@@ -23,7 +47,7 @@ fn next_event(events: &Events) -> Event {
     }
 }
 
-fn accept(events: &Events) -> ConnectionHandle {
+fn accept(events: &Rx) -> ConnectionHandle {
     match next_event(events) {
         Event::Accepted { conn, .. } => conn,
         other => panic!("expected Accepted, got {other:?}"),
@@ -43,15 +67,24 @@ fn ask_object(oid: u64) -> AskObject {
 }
 
 #[test]
-fn loopback_concurrent_requests_out_of_order_answers_and_notifications() {
+fn loopback_concurrent_requests_out_of_order_answers_and_notifications_channel() {
+    loopback_concurrent_requests_out_of_order_answers_and_notifications(false);
+}
+
+#[test]
+fn loopback_concurrent_requests_out_of_order_answers_and_notifications_polled() {
+    loopback_concurrent_requests_out_of_order_answers_and_notifications(true);
+}
+
+fn loopback_concurrent_requests_out_of_order_answers_and_notifications(polled: bool) {
     const CLIENT_THREADS: u64 = 4;
     const PER_THREAD: u64 = 50;
     const SERVER_ASKS: u64 = 20;
     const TOTAL: u64 = CLIENT_THREADS * PER_THREAD;
 
-    let (server, server_events) = Net::new(NetConfig::default()).unwrap();
+    let (server, server_events) = new_net(polled, NetConfig::default()).unwrap();
     let addr = server.listen(localhost()).unwrap();
-    let (client, client_events) = Net::new(NetConfig::default()).unwrap();
+    let (client, client_events) = new_net(polled, NetConfig::default()).unwrap();
     let conn = client.connect(addr);
 
     // The server's node thread: collects every AskObject, then answers them in reverse
@@ -284,14 +317,23 @@ fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn bad_peers_are_closed_with_a_reason_and_others_go_on() {
+fn bad_peers_are_closed_with_a_reason_and_others_go_on_channel() {
+    bad_peers_are_closed_with_a_reason_and_others_go_on(false);
+}
+
+#[test]
+fn bad_peers_are_closed_with_a_reason_and_others_go_on_polled() {
+    bad_peers_are_closed_with_a_reason_and_others_go_on(true);
+}
+
+fn bad_peers_are_closed_with_a_reason_and_others_go_on(polled: bool) {
     let config = NetConfig {
         max_packet_size: 1 << 20,
         ..NetConfig::default()
     };
-    let (server, events) = Net::new(config).unwrap();
+    let (server, events) = new_net(polled, config).unwrap();
     let addr = server.listen(localhost()).unwrap();
-    let (client, client_events) = Net::new(NetConfig::default()).unwrap();
+    let (client, client_events) = new_net(polled, NetConfig::default()).unwrap();
     let good = client.connect(addr);
     let good_on_server = accept(&events);
     good.ask(Ping {}, 1).unwrap();
@@ -382,20 +424,23 @@ fn bad_peers_are_closed_with_a_reason_and_others_go_on() {
     ];
     for (name, bytes, expected) in &cases {
         let truncated = *name == "truncated";
-        let received = if truncated {
-            // Send half a packet, then close our side.
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream.write_all(bytes).unwrap();
-            stream.shutdown(std::net::Shutdown::Write).unwrap();
-            let mut received = Vec::new();
-            stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-            let _ = stream.read_to_end(&mut received);
-            received
-        } else {
-            raw_exchange(addr, bytes)
-        };
-        // Our handshake is sent at once, whatever the peer sends; nothing follows it.
-        assert_eq!(received, HANDSHAKE, "{name}");
+        // The peer runs on its own thread: with a Poller, its bytes are read only while
+        // this thread waits for events.
+        let bytes = bytes.clone();
+        let peer = std::thread::spawn(move || {
+            if truncated {
+                // Send half a packet, then close our side.
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.write_all(&bytes).unwrap();
+                stream.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut received = Vec::new();
+                stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let _ = stream.read_to_end(&mut received);
+                received
+            } else {
+                raw_exchange(addr, &bytes)
+            }
+        });
         let conn = accept(&events);
         match next_event(&events) {
             Event::Closed {
@@ -408,6 +453,9 @@ fn bad_peers_are_closed_with_a_reason_and_others_go_on() {
             }
             other => panic!("{name}: unexpected {other:?}"),
         }
+        // Our handshake is sent at once, whatever the peer sends; nothing follows it.
+        let received = peer.join().unwrap();
+        assert_eq!(received, HANDSHAKE, "{name}");
     }
 
     // An answer to no request: the peer gets Error(PROTOCOL_ERROR) under that id, then EOF.
@@ -417,7 +465,7 @@ fn bad_peers_are_closed_with_a_reason_and_others_go_on() {
         7,
         &Packet::AnswerLastTransaction(AnswerLastTransaction { tid: Tid(1) }),
     );
-    let received = raw_exchange(addr, &stray_answer);
+    let peer = std::thread::spawn(move || raw_exchange(addr, &stray_answer));
     let conn = accept(&events);
     match next_event(&events) {
         Event::Closed {
@@ -430,6 +478,7 @@ fn bad_peers_are_closed_with_a_reason_and_others_go_on() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    let received = peer.join().unwrap();
     let mut decoder = Decoder::new(HandshakeMode::Expect);
     decoder.feed(&received);
     let message = decoder.next_message().unwrap().unwrap();
@@ -491,8 +540,17 @@ fn bad_peers_are_closed_with_a_reason_and_others_go_on() {
 }
 
 #[test]
-fn ipv6_loopback() {
-    let (server, events) = Net::new(NetConfig::default()).unwrap();
+fn ipv6_loopback_channel() {
+    ipv6_loopback(false);
+}
+
+#[test]
+fn ipv6_loopback_polled() {
+    ipv6_loopback(true);
+}
+
+fn ipv6_loopback(polled: bool) {
+    let (server, events) = new_net(polled, NetConfig::default()).unwrap();
     let addr = match server.listen("[::1]:0".parse().unwrap()) {
         Ok(addr) => addr,
         Err(e) => {
@@ -501,7 +559,7 @@ fn ipv6_loopback() {
             return;
         }
     };
-    let (client, client_events) = Net::new(NetConfig::default()).unwrap();
+    let (client, client_events) = new_net(polled, NetConfig::default()).unwrap();
     let conn = client.connect(addr);
     conn.ask(AskClusterState {}, 5).unwrap();
     let server_conn = accept(&events);
@@ -562,13 +620,22 @@ fn sockets_get_keepalive_and_nodelay() {
 }
 
 #[test]
-fn connect_failure_close_and_shutdown_are_reported() {
+fn connect_failure_close_and_shutdown_are_reported_channel() {
+    connect_failure_close_and_shutdown_are_reported(false);
+}
+
+#[test]
+fn connect_failure_close_and_shutdown_are_reported_polled() {
+    connect_failure_close_and_shutdown_are_reported(true);
+}
+
+fn connect_failure_close_and_shutdown_are_reported(polled: bool) {
     // A port with nothing listening.
     let free = std::net::TcpListener::bind(localhost())
         .unwrap()
         .local_addr()
         .unwrap();
-    let (net, events) = Net::new(NetConfig::default()).unwrap();
+    let (net, events) = new_net(polled, NetConfig::default()).unwrap();
     let conn = net.connect(free);
     match next_event(&events) {
         Event::ConnectFailed { conn: id, addr, .. } => {
@@ -628,7 +695,16 @@ fn connect_failure_close_and_shutdown_are_reported() {
 /// `NEO_PY_DIR=/path/to/neoppod NEO_PY_PYTHON=/path/to/venv/bin/python cargo test -p neo-net
 /// --test net neo_py_master`. Without those variables the test says so and does nothing.
 #[test]
-fn neo_py_master_accepts_our_admin() {
+fn neo_py_master_accepts_our_admin_channel() {
+    neo_py_master_accepts_our_admin(false);
+}
+
+#[test]
+fn neo_py_master_accepts_our_admin_polled() {
+    neo_py_master_accepts_our_admin(true);
+}
+
+fn neo_py_master_accepts_our_admin(polled: bool) {
     let (Ok(dir), Ok(python)) = (std::env::var("NEO_PY_DIR"), std::env::var("NEO_PY_PYTHON"))
     else {
         eprintln!("neo_py_master_accepts_our_admin: skipped (set NEO_PY_DIR and NEO_PY_PYTHON)");
@@ -666,7 +742,7 @@ fn neo_py_master_accepts_our_admin() {
             );
             thread::sleep(Duration::from_millis(100));
         }
-        let (net, events) = Net::new(NetConfig::default()).unwrap();
+        let (net, events) = new_net(polled, NetConfig::default()).unwrap();
         let own = net.listen(localhost()).unwrap();
         let conn = net.connect(master_addr);
         conn.ask(
@@ -741,12 +817,21 @@ fn neo_py_master_accepts_our_admin() {
 /// threads send large notifications on one connection while the peer reads slowly, and
 /// each thread's packets arrive in the order it sent them, none lost, none mixed.
 #[test]
-fn direct_and_queued_writes_keep_the_stream_in_order() {
+fn direct_and_queued_writes_keep_the_stream_in_order_channel() {
+    direct_and_queued_writes_keep_the_stream_in_order(false);
+}
+
+#[test]
+fn direct_and_queued_writes_keep_the_stream_in_order_polled() {
+    direct_and_queued_writes_keep_the_stream_in_order(true);
+}
+
+fn direct_and_queued_writes_keep_the_stream_in_order(polled: bool) {
     const THREADS: u64 = 3;
     const PER_THREAD: u64 = 200;
-    let (server, server_events) = Net::new(NetConfig::default()).unwrap();
+    let (server, server_events) = new_net(polled, NetConfig::default()).unwrap();
     let addr = server.listen(localhost()).unwrap();
-    let (client, client_events) = Net::new(NetConfig::default()).unwrap();
+    let (client, client_events) = new_net(polled, NetConfig::default()).unwrap();
     let conn = client.connect(addr);
     let server_conn = accept(&server_events);
     assert!(matches!(
