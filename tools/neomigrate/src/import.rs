@@ -133,6 +133,7 @@ pub fn run(
         state: Mutex::new(OrderState {
             turn: 0,
             committed: after.unwrap_or(0),
+            overlap_refused: false,
             failure: None,
             totals: Totals::default(),
         }),
@@ -152,8 +153,8 @@ pub fn run(
                 vote_and_finish(client, job, order, progress);
             });
         }
-        let mut seq = 0u64;
-        for txn in reader {
+        for (seq, txn) in reader.enumerate() {
+            let seq = seq as u64;
             if order.failed() {
                 break;
             }
@@ -164,6 +165,11 @@ pub fn run(
                     break;
                 }
             };
+            // At most `pipeline` transactions between begin and the end of finish (1: each
+            // begins after the previous one finished, as a NEO/py master requires).
+            if !order.wait_turn_within(seq, workers as u64) {
+                break;
+            }
             // A record pointing back to the data of a transaction still in flight waits
             // until it is committed: the storage looks that data up when it stores.
             let back = txn.records.iter().filter_map(|r| r.data_txn).max();
@@ -180,17 +186,27 @@ pub fn run(
                 }
                 Err(error) => {
                     // The transactions sent before finish or fail before this one's turn.
+                    if seq > 0 && error.to_string().contains("concurrent transactions") {
+                        order.lock().overlap_refused = true;
+                    }
                     order.fail(seq, error.context(describe(&txn)));
                     break;
                 }
             }
-            seq += 1;
         }
         drop(jobs);
         Ok(())
     })?;
     let state = order.state.into_inner().unwrap_or_else(|e| e.into_inner());
     match state.failure {
+        // The master closed the connection on the overlapping begin, which failed the
+        // transactions in flight first: say why.
+        Some(_) if state.overlap_refused => Err(anyhow::anyhow!(
+            "the master refuses overlapping transactions with explicit TIDs (a NEO/py master \
+             does): run again with --pipeline 1 ({} transactions migrated by this run; the \
+             next run resumes after the last one committed)",
+            state.totals.transactions
+        )),
         Some((_, error)) => Err(error.context(format!(
             "{} transactions migrated by this run; run the same command again to resume \
              after the last one committed",
@@ -218,6 +234,8 @@ struct OrderState {
     turn: u64,
     /// TID of the last transaction committed (or already in the cluster).
     committed: u64,
+    /// A begin was refused because others were in flight.
+    overlap_refused: bool,
     failure: Option<(u64, anyhow::Error)>,
     totals: Totals,
 }
@@ -229,6 +247,16 @@ impl Order {
 
     fn failed(&self) -> bool {
         self.lock().failure.is_some()
+    }
+
+    /// Waits until fewer than `window` transactions before `seq` are still in flight;
+    /// false if something failed meanwhile.
+    fn wait_turn_within(&self, seq: u64, window: u64) -> bool {
+        let mut state = self.lock();
+        while state.turn + window <= seq && state.failure.is_none() {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.failure.is_none()
     }
 
     /// Waits until `tid` is committed; false if something failed meanwhile.
@@ -303,17 +331,7 @@ fn begin_and_store(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) 
     };
     let ttid = client
         .tpc_begin(Some(Tid(txn.tid)), meta)
-        .map_err(call_error)
-        .map_err(|error| {
-            if error.to_string().contains("concurrent transactions") {
-                error.context(
-                    "the master refuses overlapping transactions with explicit TIDs (NEO/py's \
-                     does): run again with --pipeline 1",
-                )
-            } else {
-                error
-            }
-        })?;
+        .map_err(call_error)?;
     let stored = (|| -> Result<()> {
         for record in &txn.records {
             let oid = Oid(record.oid);

@@ -211,7 +211,10 @@ mod tests {
     use super::*;
     use neo_protocol::Bytes;
 
-    fn txn(tid: u64, records: &[(u64, Option<&'static [u8]>, Option<u64>)]) -> Txn {
+    /// (oid, data, data_txn)
+    type R = (u64, Option<&'static [u8]>, Option<u64>);
+
+    fn txn(tid: u64, records: &[R]) -> Txn {
         Txn {
             tid,
             user: Bytes::from_static(b"u"),
