@@ -255,8 +255,9 @@ impl Loop<'_> {
                 None => POLL_INTERVAL,
             };
             // Events already waiting are handled before what they produced is written,
-            // so that the packets of a batch leave together.
-            let event = match events.try_recv() {
+            // so that the packets of a batch leave together. The sockets are asked again
+            // only when what was read is handled (each read takes all a socket has).
+            let event = match events.try_recv_queued() {
                 Ok(event) => {
                     batch += 1;
                     if batch >= BATCH_EVENTS {
@@ -276,8 +277,24 @@ impl Loop<'_> {
                 None => {
                     batch = 0;
                     self.uncork_all();
-                    // Background work (Input::Idle) runs only when no event waits.
+                    // Background work (Input::Idle) runs only when no event waits, on a
+                    // socket either.
                     if node.wants_idle() {
+                        match events.try_recv() {
+                            Ok(event) => {
+                                if let Some(input) = self.translate(event) {
+                                    if let Some(code) = self.feed(node, input) {
+                                        return code;
+                                    }
+                                }
+                                continue;
+                            }
+                            Err(TryRecvError::Empty) => {}
+                            Err(TryRecvError::Disconnected) => {
+                                tracing::error!("the network layer stopped");
+                                return 1;
+                            }
+                        }
                         if let Some(code) = self.feed(node, Input::Idle) {
                             return code;
                         }

@@ -184,6 +184,16 @@ impl Poller {
         self.state.borrow_mut().try_recv()
     }
 
+    /// The next event already read from a socket or sent by tokio, without asking the
+    /// sockets for more (a syscall): a loop that takes events until none is left calls
+    /// this, and [`Poller::try_recv`] once before deciding that nothing waits.
+    pub fn try_recv_queued(&self) -> Result<Event, mpsc::TryRecvError> {
+        self.state
+            .borrow_mut()
+            .next_ready()?
+            .ok_or(mpsc::TryRecvError::Empty)
+    }
+
     /// The next event, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Event, mpsc::RecvTimeoutError> {
         self.state.borrow_mut().recv_timeout(timeout)
