@@ -1289,17 +1289,10 @@ impl<B: Backend> Storage<B> {
         if self.now >= self.held_since + GROUP_DELAY {
             return true;
         }
-        let held_votes = self
-            .held
-            .iter()
-            .filter(|(_, _, p)| {
-                matches!(
-                    p,
-                    Packet::AnswerVoteTransaction(_) | Packet::AnswerStoreTransaction(_)
-                )
-            })
-            .count();
-        self.tm.unlocked_count() <= held_votes
+        // Only a transaction that has not voted yet can join this commit soon: one that
+        // voted brings its lock only once its client finishes, which may be waiting for
+        // the very answers held here (a migration finishes in TID order).
+        self.tm.unvoted_count() == 0
     }
 
     /// Answers held for durability (tests): (conn, msg_id, packet name).

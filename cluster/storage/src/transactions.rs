@@ -144,11 +144,11 @@ impl TransactionManager {
             .any(|t| t.tid.is_some_and(|locked| locked <= tid))
     }
 
-    /// Transactions in progress here that are not locked yet.
-    pub(crate) fn unlocked_count(&self) -> usize {
+    /// Transactions in progress here that have not voted yet (they may bring a vote).
+    pub(crate) fn unvoted_count(&self) -> usize {
         self.transactions
             .values()
-            .filter(|t| t.tid.is_none())
+            .filter(|t| t.tid.is_none() && t.voted == Vote::No)
             .count()
     }
 

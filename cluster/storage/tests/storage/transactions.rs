@@ -1019,3 +1019,25 @@ fn a_group_commit_waits_briefly_for_the_votes_of_other_transactions() {
         assert!(h.storage.held_answers().is_empty());
     }
 }
+
+#[test]
+fn a_lock_does_not_wait_for_transactions_that_already_voted() {
+    // A migration keeps transactions voted and waiting for their turn to finish, in TID
+    // order: their locks cannot come before this one is answered, so waiting for them
+    // would only delay every commit by the group delay.
+    let (a, b) = (tid(40), tid(41));
+    let mut h = booted();
+    voted(&mut h, C1, 2, a);
+    voted(&mut h, C1, 3, b);
+    let disk = h.storage.backend().disk();
+    let commits = disk.commits();
+    assert!(ask_lock(&mut h, 100, a, tid(42)).is_empty());
+    assert!(h.storage.wants_idle(), "nothing can join this commit soon");
+    let outputs = h.feed(Input::Idle);
+    let master = h.master.unwrap();
+    assert_eq!(
+        sent_on(&outputs, master),
+        vec![(100, AnswerInformationLocked { ttid: a }.into())]
+    );
+    assert_eq!(disk.commits(), commits + 1);
+}
