@@ -2022,17 +2022,8 @@ impl Client {
             .map(|cell| cell.nid)
             .filter(|nid| self.nodes.is_running(*nid) && !txn.failed.contains(nid))
             .collect();
-        let mut oids: Vec<Oid> = txn
-            .order
-            .iter()
-            .copied()
-            .filter(|oid| txn.objects.contains_key(oid))
-            .collect();
-        if oids.len() != txn.objects.len() {
-            // Objects that entered the transaction another way: after, in OID order.
-            let listed: BTreeSet<Oid> = oids.iter().copied().collect();
-            oids.extend(txn.objects.keys().filter(|oid| !listed.contains(oid)));
-        }
+        // Every object enters a transaction through a store, which records its order.
+        let oids = txn.order.clone();
         let store_txn: Packet = protocol::AskStoreTransaction {
             ttid,
             user: txn.meta.user.clone(),

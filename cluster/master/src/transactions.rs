@@ -139,18 +139,11 @@ impl Master {
                 // overlap when they increase, so that a migration keeps several
                 // transactions in flight (each is queued at begin, so they commit in TID
                 // order). The messages are NEO/py's: clients and scripts show them as is.
-                let pending_tid = self
-                    .tm
-                    .pending
-                    .values()
-                    .filter_map(|t| t.tid)
-                    .max()
-                    .unwrap_or(Tid::ZERO);
                 let refused = if self.tm.pending.values().any(|t| !t.explicit) {
                     Some(CONCURRENT_WITH_TID)
                 } else if tid <= self.last_tid {
                     Some("new TID must be greater than the last committed one")
-                } else if tid <= pending_tid {
+                } else if tid <= self.tid_floor() {
                     Some("new TID must be greater than the TIDs of pending transactions")
                 } else {
                     None

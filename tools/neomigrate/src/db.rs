@@ -4,7 +4,7 @@
 //! several transactions are fetched at once and handed out in TID order).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -105,8 +105,7 @@ pub struct FileReader {
 impl FileReader {
     /// With `codec`, the reader also encodes every record's data for a cluster, so that
     /// compression runs beside the commits instead of before each.
-    pub fn start(path: PathBuf, after: Option<u64>, codec: Option<Codec>) -> Result<FileReader> {
-        let fs = open_source_file(&path)?;
+    pub fn start(fs: FileStorage, after: Option<u64>, codec: Option<Codec>) -> Result<FileReader> {
         let (sender, receiver) = mpsc::sync_channel(64);
         let thread = std::thread::Builder::new()
             .name("fs-reader".into())
@@ -219,7 +218,7 @@ const TID_CHUNK: u32 = 1000;
 
 impl NeoReader {
     pub fn start(client: Arc<Client>, after: Option<u64>, workers: usize) -> Result<NeoReader> {
-        let stop = client.last_transaction().map_err(call_error)?;
+        let stop = client.last_transaction()?;
         let first = Tid(after.map_or(0, |t| t.saturating_add(1)));
         let shared = Arc::new(Shared {
             window: Mutex::new(Window {
@@ -293,7 +292,7 @@ fn fetch_loop(client: &Client, shared: &Shared, ahead: u64) {
                             Err(error) => {
                                 let seq = window.issued;
                                 window.issued += 1;
-                                window.ready.insert(seq, Err(call_error(error)));
+                                window.ready.insert(seq, Err(anyhow::Error::from(error)));
                                 window.failed = true;
                             }
                         }
@@ -318,7 +317,7 @@ fn fetch_loop(client: &Client, shared: &Shared, ahead: u64) {
 }
 
 fn fetch_transaction(client: &Client, tid: Tid) -> Result<Txn> {
-    let info = client.transaction_information(tid).map_err(call_error)?;
+    let info = client.transaction_information(tid)?;
     let mut records = Vec::with_capacity(info.oids.len());
     for &oid in &info.oids {
         match client.load_serial(oid, tid) {
@@ -333,7 +332,7 @@ fn fetch_transaction(client: &Client, tid: Tid) -> Result<Txn> {
                 ClientError::OidNotFound(_) | ClientError::OidDoesNotExist(_),
             )) => {}
             Err(error) => {
-                return Err(call_error(error)).with_context(|| {
+                return Err(anyhow::Error::from(error)).with_context(|| {
                     format!(
                         "reading object {} of transaction {}",
                         hex(oid.0),
@@ -392,11 +391,6 @@ impl Drop for NeoReader {
             let _ = thread.join();
         }
     }
-}
-
-/// A client call's error, with what a user should know in front.
-pub fn call_error(error: ClientCallError) -> anyhow::Error {
-    anyhow!(error)
 }
 
 pub fn hex(value: u64) -> String {

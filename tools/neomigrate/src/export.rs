@@ -16,7 +16,7 @@ use neo_filestorage::format::status;
 use neo_filestorage::{FileStorage, Options, TxnMeta};
 use neo_protocol::Tid;
 
-use crate::db::{call_error, hex, NeoReader};
+use crate::db::{hex, NeoReader};
 use crate::progress::Progress;
 use crate::Totals;
 
@@ -77,9 +77,7 @@ fn check_prefix(path: &Path, fs: &FileStorage, client: &Client, last: u64) -> Re
         None => return Ok(()),
     };
     drop(iter);
-    let cluster_first = client
-        .tids_from(Tid::ZERO, Tid(u64::MAX), 1)
-        .map_err(call_error)?;
+    let cluster_first = client.tids_from(Tid::ZERO, Tid(u64::MAX), 1)?;
     if cluster_first.first().map(|t| t.0) != Some(first) {
         return refuse("its first transaction is not the cluster's");
     }

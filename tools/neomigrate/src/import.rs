@@ -15,9 +15,10 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{bail, Result};
 use neo_client::{Client, Codec, TransactionMeta, Vote};
+use neo_filestorage::FileStorage;
 use neo_protocol::{Oid, Tid};
 
-use crate::db::{call_error, hex, open_source_file, FileReader, Txn};
+use crate::db::{hex, FileReader, Txn};
 use crate::progress::Progress;
 use crate::Totals;
 
@@ -26,24 +27,30 @@ use crate::Totals;
 pub enum Start {
     /// The cluster is empty.
     Empty,
-    /// The cluster holds the source up to and including this TID.
-    After { tid: u64, transactions: u64 },
+    /// The cluster holds the source up to and including this TID, which ends at byte
+    /// `bytes` of the source.
+    After {
+        tid: u64,
+        transactions: u64,
+        bytes: u64,
+    },
 }
 
 /// Checks that the cluster is empty or holds a prefix of the source, and says where to
 /// start. Fills `serials` with the last TID of every object of that prefix.
 pub fn find_start(
     source: &Path,
+    fs: &FileStorage,
     client: &Client,
     serials: &mut HashMap<u64, u64>,
 ) -> Result<Start> {
-    let last = client.last_transaction().map_err(call_error)?;
+    let last = client.last_transaction()?;
     if last == Tid::ZERO {
         return Ok(Start::Empty);
     }
-    let fs = open_source_file(source)?;
     let mut iter = fs.iter(None, Some(neo_filestorage::Tid(last.0)))?;
     let mut transactions = 0u64;
+    let mut bytes = 0;
     let mut found = None;
     while let Some(txn) = iter.next_txn()? {
         transactions += 1;
@@ -51,7 +58,7 @@ pub fn find_start(
         if transactions == 1 {
             // The oldest transaction of the cluster must be the source's first too, or the
             // cluster holds something else that merely ends with a source TID.
-            let first = client.tids_from(Tid::ZERO, last, 1).map_err(call_error)?;
+            let first = client.tids_from(Tid::ZERO, last, 1)?;
             if first.first().map(|t| t.0) != Some(view.tid().0) {
                 bail!(not_a_prefix(
                     source,
@@ -64,6 +71,7 @@ pub fn find_start(
             serials.insert(record.header.oid.0, record.header.tid.0);
         }
         if view.tid().0 == last.0 {
+            bytes = view.end_pos();
             found = Some((
                 view.user().to_vec(),
                 view.description().to_vec(),
@@ -79,7 +87,7 @@ pub fn find_start(
             "that TID is not in the source"
         ));
     };
-    let info = client.transaction_information(last).map_err(call_error)?;
+    let info = client.transaction_information(last)?;
     let mut neo_oids: Vec<u64> = info.oids.iter().map(|o| o.0).collect();
     oids.sort_unstable();
     oids.dedup();
@@ -98,6 +106,7 @@ pub fn find_start(
     Ok(Start::After {
         tid: last.0,
         transactions,
+        bytes,
     })
 }
 
@@ -116,7 +125,7 @@ fn not_a_prefix(source: &Path, last: u64, why: &str) -> String {
 /// always holds a beginning of the source (a failed transaction stops every later one
 /// before its finish). `pipeline` 1 is NEO/py's way, one transaction at a time.
 pub fn run(
-    source: &Path,
+    source: FileStorage,
     client: &Arc<Client>,
     start: &Start,
     mut serials: HashMap<u64, u64>,
@@ -128,7 +137,7 @@ pub fn run(
         Start::Empty => None,
         Start::After { tid, .. } => Some(*tid),
     };
-    let reader = FileReader::start(source.to_path_buf(), after, Some(codec))?;
+    let reader = FileReader::start(source, after, Some(codec))?;
     let order = Order {
         state: Mutex::new(OrderState {
             turn: 0,
@@ -240,6 +249,15 @@ struct OrderState {
     totals: Totals,
 }
 
+impl OrderState {
+    /// Keeps the failure of the earliest transaction: the one to report.
+    fn record(&mut self, seq: u64, error: anyhow::Error) {
+        if self.failure.as_ref().is_none_or(|(s, _)| seq < *s) {
+            self.failure = Some((seq, error));
+        }
+    }
+}
+
 impl Order {
     fn lock(&self) -> std::sync::MutexGuard<'_, OrderState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -270,10 +288,7 @@ impl Order {
 
     /// Records a failure; the earliest transaction's is the one reported.
     fn fail(&self, seq: u64, error: anyhow::Error) {
-        let mut state = self.lock();
-        if state.failure.as_ref().is_none_or(|(s, _)| seq < *s) {
-            state.failure = Some((seq, error));
-        }
+        self.lock().record(seq, error);
         self.changed.notify_all();
     }
 }
@@ -313,9 +328,7 @@ fn vote_and_finish(client: &Client, job: Job, order: &Order, progress: &Progress
         Err(error) => {
             let _ = client.tpc_abort(ttid);
             if let Some(error) = error {
-                if state.failure.as_ref().is_none_or(|(s, _)| seq < *s) {
-                    state.failure = Some((seq, error.context(describe(&txn))));
-                }
+                state.record(seq, error.context(describe(&txn)));
             }
         }
     }
@@ -329,24 +342,25 @@ fn begin_and_store(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) 
         description: txn.description.clone(),
         extension: txn.extension.clone(),
     };
-    let ttid = client
-        .tpc_begin(Some(Tid(txn.tid)), meta)
-        .map_err(call_error)?;
+    let ttid = client.tpc_begin(Some(Tid(txn.tid)), meta)?;
     let stored = (|| -> Result<()> {
         for record in &txn.records {
             let oid = Oid(record.oid);
             let serial = Tid(serials.get(&record.oid).copied().unwrap_or(0));
             let data_txn = record.data_txn.map(Tid);
             match (&record.data, &record.encoded) {
-                (Some(data), Some(encoded)) => client
-                    .restore_encoded(ttid, oid, serial, data.clone(), encoded.clone(), data_txn)
-                    .map_err(call_error)?,
-                (Some(data), None) => client
-                    .restore(ttid, oid, serial, Some(data.clone()), data_txn)
-                    .map_err(call_error)?,
-                (None, _) => client
-                    .delete_object(ttid, oid, serial)
-                    .map_err(call_error)?,
+                (Some(data), Some(encoded)) => client.restore_encoded(
+                    ttid,
+                    oid,
+                    serial,
+                    data.clone(),
+                    encoded.clone(),
+                    data_txn,
+                )?,
+                (Some(data), None) => {
+                    client.restore(ttid, oid, serial, Some(data.clone()), data_txn)?
+                }
+                (None, _) => client.delete_object(ttid, oid, serial)?,
             }
         }
         Ok(())
@@ -364,7 +378,7 @@ fn begin_and_store(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) 
 }
 
 fn vote(client: &Client, ttid: Tid) -> Result<()> {
-    match client.tpc_vote(ttid).map_err(call_error)? {
+    match client.tpc_vote(ttid)? {
         Vote::Voted(_) => Ok(()),
         Vote::Conflicts(conflicts) => {
             let oids: Vec<String> = conflicts.iter().map(|c| hex(c.oid.0)).collect();
@@ -378,7 +392,7 @@ fn vote(client: &Client, ttid: Tid) -> Result<()> {
 }
 
 fn finish(client: &Client, ttid: Tid, txn: &Txn) -> Result<()> {
-    let tid = client.tpc_finish(ttid).map_err(call_error)?;
+    let tid = client.tpc_finish(ttid)?;
     if tid.0 != txn.tid {
         bail!(
             "the cluster committed it as {} instead of its own TID",

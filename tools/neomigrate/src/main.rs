@@ -266,7 +266,6 @@ impl Run {
     fn import(&mut self, source: &Path, masters: &[String]) -> Result<bool> {
         let fs = db::open_source_file(source)?;
         let file_size = fs.end();
-        drop(fs);
         self.say(IMPORT_WARNING);
         self.say(UNDO_NOTE);
         let (src, dst) = (self.args.source.clone(), self.args.destination.clone());
@@ -276,9 +275,14 @@ impl Run {
         let started = Instant::now();
         let client = self.connect(masters, false)?;
         let mut serials = HashMap::new();
-        let start = import::find_start(source, &client, &mut serials)?;
+        let start = import::find_start(source, &fs, &client, &mut serials)?;
         let progress = self.progress("FS -> NEO", Some(file_size));
-        if let Start::After { tid, transactions } = &start {
+        if let Start::After {
+            tid,
+            transactions,
+            bytes,
+        } = &start
+        {
             let text = format!(
                 "Resuming after transaction {} ({transactions} transactions already in the \
                  cluster)",
@@ -286,13 +290,13 @@ impl Run {
             );
             self.say(&text);
             self.log.info(line!(), &text);
-            progress.skip(prefix_bytes(source, *tid)?);
+            progress.skip(*bytes);
             self.report.insert("resumed_after".into(), json!(hex(*tid)));
         }
         let level = self.args.compression_level;
         let codec = neo_client::Codec::new(level > 0, level.max(1));
         let result = import::run(
-            source,
+            fs,
             &client,
             &start,
             serials,
@@ -386,7 +390,10 @@ impl Run {
             Ok(match side {
                 Side::File(path) => {
                     let size = std::fs::metadata(path).map(|m| m.len()).ok();
-                    (Box::new(FileReader::start(path.clone(), None, None)?), size)
+                    (
+                        Box::new(FileReader::start(db::open_source_file(path)?, None, None)?),
+                        size,
+                    )
                 }
                 Side::Cluster(masters) => {
                     let client = match &client {
@@ -427,15 +434,4 @@ impl Run {
         }
         Ok(report.identical())
     }
-}
-
-/// Bytes of the source up to and including transaction `tid` (what a resumed run skips).
-fn prefix_bytes(source: &Path, tid: u64) -> Result<u64> {
-    let fs = db::open_source_file(source)?;
-    let tid = neo_filestorage::Tid(tid);
-    let mut iter = fs.iter(Some(tid), Some(tid))?;
-    Ok(match iter.next_txn()? {
-        Some(txn) => txn.view.end_pos(),
-        None => 0,
-    })
 }
