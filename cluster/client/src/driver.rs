@@ -407,6 +407,18 @@ impl Shared {
 
     /// Submits an operation and waits (at most `timeout`) for its completion.
     pub(crate) fn call(self: &Arc<Self>, operation: Operation, timeout: Duration) -> CallResult {
+        self.call_then(operation, timeout, || {})
+    }
+
+    /// Like [`Shared::call`], calling `sent` once the operation's requests are queued on
+    /// their connections (or it completed at once), before waiting: whatever is submitted
+    /// after that goes out after them.
+    pub(crate) fn call_then(
+        self: &Arc<Self>,
+        operation: Operation,
+        timeout: Duration,
+        sent: impl FnOnce(),
+    ) -> CallResult {
         let deadline = Instant::now() + timeout;
         let (submitted, kick) = self.with(|state| {
             if state.closed {
@@ -431,6 +443,7 @@ impl Shared {
         if kick {
             self.kick();
         }
+        sent();
         match submitted {
             Submitted::Done(result) => CallResult::Done(result),
             Submitted::Lead(op, slot) => self.lead(op, &slot, deadline),

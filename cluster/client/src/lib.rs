@@ -374,6 +374,24 @@ impl Client {
         }
     }
 
+    /// Commits a voted transaction like [`Client::tpc_finish`], calling `sent` once the
+    /// request is queued on the master's connection, before waiting for the answer: a
+    /// finish asked for after `sent` reaches the master after this one (a migration
+    /// overlaps its finishes this way, still in TID order).
+    pub fn tpc_finish_then(&self, ttid: Tid, sent: impl FnOnce()) -> Result<Tid> {
+        let reply = match self
+            .shared
+            .call_then(Operation::TpcFinish { ttid }, self.timeout, sent)
+        {
+            driver::CallResult::Done(result) => result?,
+            driver::CallResult::TimedOut => return Err(Error::Timeout(self.timeout)),
+        };
+        match reply {
+            Reply::Tid(tid) => Ok(tid),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub fn tpc_abort(&self, ttid: Tid) -> Result<()> {
         self.done(Operation::TpcAbort { ttid })
     }

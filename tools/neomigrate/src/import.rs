@@ -1,14 +1,16 @@
 //! FileStorage -> NEO: every source transaction replayed with its own TID and metadata
-//! through the client's restore path, in order. Explicit TIDs cannot overlap (the master
-//! refuses a second one while one is pending), so transactions go one at a time, while a
-//! reader thread keeps the next ones decoded.
+//! through the client's restore path, in order, while a reader thread keeps the next ones
+//! decoded and compressed. With `--pipeline N`, N transactions are in flight: begun in
+//! TID order (our master accepts overlapping explicit TIDs that increase; NEO/py's
+//! refuses them), and finished in TID order, each finish sent once the previous one is
+//! on its way, so that the storages commit several at once.
 //!
-//! Resuming: the cluster's last TID must be a transaction of the source, whose metadata
-//! and objects match; migration goes on after it. The serial each store names (the
-//! previous revision of the object) is the source's own history, so the prefix already
-//! migrated is scanned for it.
+//! Resuming: the cluster's TIDs must be the source's first ones, one for one, and the
+//! last one's metadata and objects must match; migration goes on after it. The serial
+//! each store names (the previous revision of the object) is the source's own history,
+//! so the prefix already migrated is scanned for it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -52,20 +54,40 @@ pub fn find_start(
     let mut transactions = 0u64;
     let mut bytes = 0;
     let mut found = None;
+    // The cluster's TIDs, fetched a page at a time, must be the source's one for one: a
+    // run whose overlapping finishes failed in the middle could leave a gap.
+    let mut cluster_tids = ClusterTids::new(client, last);
+    let mut matched = 0;
     while let Some(txn) = iter.next_txn()? {
         transactions += 1;
         let view = txn.view;
-        if transactions == 1 {
-            // The oldest transaction of the cluster must be the source's first too, or the
-            // cluster holds something else that merely ends with a source TID.
-            let first = client.tids_from(Tid::ZERO, last, 1)?;
-            if first.first().map(|t| t.0) != Some(view.tid().0) {
-                bail!(not_a_prefix(
-                    source,
-                    last.0,
-                    "its first transaction is not the source's"
-                ));
-            }
+        match cluster_tids.next()? {
+            Some(tid) if tid == view.tid().0 => matched = tid,
+            // The source's first transaction must be the oldest of the cluster too, or
+            // the cluster holds something else that merely ends with a source TID.
+            _ if transactions == 1 => bail!(not_a_prefix(
+                source,
+                last.0,
+                "its first transaction is not the source's"
+            )),
+            Some(tid) if tid > view.tid().0 => bail!(
+                "the destination cluster lacks transaction {} of {}, although it holds later \
+                 ones up to {} (a gap, left by a migration whose transaction failed after a \
+                 later one was sent): truncate the cluster to the last transaction before \
+                 the gap (neoctl -a ADMIN truncate tid:{}) and run the same command again",
+                hex(view.tid().0),
+                source.display(),
+                hex(last.0),
+                hex(matched)
+            ),
+            _ => bail!(not_a_prefix(
+                source,
+                last.0,
+                &format!(
+                    "it holds transactions that the source does not have (after {})",
+                    hex(matched)
+                )
+            )),
         }
         for record in view.records() {
             serials.insert(record.header.oid.0, record.header.tid.0);
@@ -110,6 +132,56 @@ pub fn find_start(
     })
 }
 
+/// The cluster's TIDs up to `last`, oldest first.
+struct ClusterTids<'a> {
+    client: &'a Client,
+    last: Tid,
+    page: std::vec::IntoIter<Tid>,
+    /// The last TID returned (0 before the first): the next page starts after it.
+    previous: u64,
+    exhausted: bool,
+}
+
+impl<'a> ClusterTids<'a> {
+    /// TIDs asked for at once.
+    const PAGE: u32 = 1000;
+
+    fn new(client: &'a Client, last: Tid) -> ClusterTids<'a> {
+        ClusterTids {
+            client,
+            last,
+            page: Vec::new().into_iter(),
+            previous: 0,
+            exhausted: false,
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<u64>> {
+        if let Some(tid) = self.page.next() {
+            self.previous = tid.0;
+            return Ok(Some(tid.0));
+        }
+        if self.exhausted {
+            return Ok(None);
+        }
+        let min = if self.previous == 0 {
+            Tid::ZERO
+        } else {
+            Tid(self.previous + 1)
+        };
+        let page = self.client.tids_from(min, self.last, Self::PAGE)?;
+        self.exhausted = page.len() < Self::PAGE as usize;
+        self.page = page.into_iter();
+        match self.page.next() {
+            Some(tid) => {
+                self.previous = tid.0;
+                Ok(Some(tid.0))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 fn not_a_prefix(source: &Path, last: u64, why: &str) -> String {
     format!(
         "the destination cluster is not empty and does not hold a beginning of {}: its last \
@@ -141,7 +213,10 @@ pub fn run(
     let order = Order {
         state: Mutex::new(OrderState {
             turn: 0,
+            settled: 0,
+            finished: BTreeMap::new(),
             committed: after.unwrap_or(0),
+            last_success: None,
             overlap_refused: false,
             failure: None,
             totals: Totals::default(),
@@ -176,7 +251,7 @@ pub fn run(
             };
             // At most `pipeline` transactions between begin and the end of finish (1: each
             // begins after the previous one finished, as a NEO/py master requires).
-            if !order.wait_turn_within(seq, workers as u64) {
+            if !order.wait_settled_within(seq, workers as u64) {
                 break;
             }
             // A record pointing back to the data of a transaction still in flight waits
@@ -207,6 +282,18 @@ pub fn run(
         Ok(())
     })?;
     let state = order.state.into_inner().unwrap_or_else(|e| e.into_inner());
+    // Finishes overlap: one that failed may have been followed by one that committed.
+    if let (Some((failed, error)), Some((seq, tid))) = (&state.failure, state.last_success) {
+        if seq > *failed {
+            bail!(
+                "{error:#}; but a later transaction, {}, was committed: the cluster lacks \
+                 the failed one and no run can add it back. Truncate the cluster before it \
+                 (neoctl -a ADMIN truncate tid:TID, with the TID that the next run names) and \
+                 run the same command again",
+                hex(tid)
+            );
+        }
+    }
     match state.failure {
         // The master closed the connection on the overlapping begin, which failed the
         // transactions in flight first: say why.
@@ -239,10 +326,19 @@ struct Order {
 }
 
 struct OrderState {
-    /// Sequence number whose finish may go now.
+    /// Sequence number whose finish may be sent now: finishes are sent in order, each
+    /// once the previous one is on its way (the master then commits them in that order).
     turn: u64,
-    /// TID of the last transaction committed (or already in the cluster).
+    /// Every transaction before this sequence number is done with (committed or not).
+    settled: u64,
+    /// Transactions done with out of order, after `settled`: whether each committed (its
+    /// TID).
+    finished: BTreeMap<u64, Option<u64>>,
+    /// TID of the last transaction committed with all the ones before it (or already in
+    /// the cluster).
     committed: u64,
+    /// The latest transaction committed: (sequence number, TID).
+    last_success: Option<(u64, u64)>,
     /// A begin was refused because others were in flight.
     overlap_refused: bool,
     failure: Option<(u64, anyhow::Error)>,
@@ -254,6 +350,22 @@ impl OrderState {
     fn record(&mut self, seq: u64, error: anyhow::Error) {
         if self.failure.as_ref().is_none_or(|(s, _)| seq < *s) {
             self.failure = Some((seq, error));
+        }
+    }
+
+    /// Transaction `seq` is done with: committed as `tid`, or not.
+    fn settle(&mut self, seq: u64, tid: Option<u64>) {
+        if let Some(tid) = tid {
+            if self.last_success.is_none_or(|(s, _)| s < seq) {
+                self.last_success = Some((seq, tid));
+            }
+        }
+        self.finished.insert(seq, tid);
+        while let Some(tid) = self.finished.remove(&self.settled) {
+            if let Some(tid) = tid {
+                self.committed = tid;
+            }
+            self.settled += 1;
         }
     }
 }
@@ -269,9 +381,9 @@ impl Order {
 
     /// Waits until fewer than `window` transactions before `seq` are still in flight;
     /// false if something failed meanwhile.
-    fn wait_turn_within(&self, seq: u64, window: u64) -> bool {
+    fn wait_settled_within(&self, seq: u64, window: u64) -> bool {
         let mut state = self.lock();
-        while state.turn + window <= seq && state.failure.is_none() {
+        while state.settled + window <= seq && state.failure.is_none() {
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         state.failure.is_none()
@@ -297,7 +409,9 @@ fn describe(txn: &Txn) -> String {
     format!("migrating transaction {}", hex(txn.tid))
 }
 
-/// Votes, waits for its turn, finishes (or aborts when an earlier one failed).
+/// Votes, waits for its turn, finishes (or aborts when an earlier one failed). The next
+/// transaction's finish goes as soon as this one's is sent, not answered: the master
+/// locks both at once and the storages commit them together.
 fn vote_and_finish(client: &Client, job: Job, order: &Order, progress: &Progress) {
     let Job { seq, ttid, txn } = job;
     let voted = vote(client, ttid);
@@ -312,27 +426,38 @@ fn vote_and_finish(client: &Client, job: Job, order: &Order, progress: &Progress
         (_, true) => Err(None),
         (Err(error), false) => Err(Some(error)),
         (Ok(()), false) => {
-            // The finish goes while holding the turn: nothing later may commit first.
             drop(state);
-            let finished = finish(client, ttid, &txn);
+            let mut turn_passed = false;
+            let finished = finish(client, ttid, &txn, || {
+                let mut state = order.lock();
+                state.turn += 1;
+                turn_passed = true;
+                order.changed.notify_all();
+            });
             state = order.lock();
+            if !turn_passed {
+                state.turn += 1;
+            }
             finished.map_err(Some)
         }
     };
     match outcome {
         Ok(()) => {
-            state.committed = txn.tid;
+            state.settle(seq, Some(txn.tid));
             state.totals.add(&txn);
             progress.advance(&txn);
         }
         Err(error) => {
+            if state.turn == seq {
+                state.turn += 1;
+            }
             let _ = client.tpc_abort(ttid);
             if let Some(error) = error {
                 state.record(seq, error.context(describe(&txn)));
             }
+            state.settle(seq, None);
         }
     }
-    state.turn += 1;
     order.changed.notify_all();
 }
 
@@ -391,8 +516,8 @@ fn vote(client: &Client, ttid: Tid) -> Result<()> {
     }
 }
 
-fn finish(client: &Client, ttid: Tid, txn: &Txn) -> Result<()> {
-    let tid = client.tpc_finish(ttid)?;
+fn finish(client: &Client, ttid: Tid, txn: &Txn, sent: impl FnOnce()) -> Result<()> {
+    let tid = client.tpc_finish_then(ttid, sent)?;
     if tid.0 != txn.tid {
         bail!(
             "the cluster committed it as {} instead of its own TID",
