@@ -7,7 +7,9 @@
 //! - if nobody reads the sockets, the caller becomes the reader (the leader): it polls
 //!   every connection of the client, feeds what arrives to the core and fills the slots of
 //!   the operations it completes, until its own is complete; the kernel wakes it and
-//!   nobody else when its answer arrives;
+//!   nobody else when its answer arrives (a reader awaiting a read's answer first polls for
+//!   it a few microseconds without sleeping while such answers keep coming that fast and
+//!   no other thread wants the CPU: `neo_net::spin`);
 //! - otherwise it waits on its own slot (a follower); a leader that leaves promotes one
 //!   waiting follower, which becomes the reader unless its answer came meanwhile.
 //!
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use neo_client_core::{
     CacheStats, Client as Core, ClientError, Config, Invalidation, OpId, Operation, Reply,
 };
+use neo_net::spin::Spinner;
 use neo_node::{ConnId, Input, Node, Outbox, Output, Time};
 use neo_protocol::{
     encode_message, Address, Decoder, HandshakeMode, Message, HANDSHAKE, MAX_PACKET_SIZE,
@@ -351,6 +354,8 @@ struct Io {
     master_polled: Instant,
     /// Where each polled socket is in `readers` (the master's may be left out).
     polled: Vec<usize>,
+    /// Whether a calling reader polls a little before sleeping.
+    spin: Spinner,
 }
 
 pub(crate) struct Shared {
@@ -362,6 +367,8 @@ pub(crate) struct Shared {
     /// Written to interrupt the reader's poll; `kick_rx` is part of every poll.
     kick_tx: UnixStream,
     kick_rx: UnixStream,
+    /// Whether a reader waiting for a read's answer may spin (see [`Spinner`]).
+    spin: bool,
 }
 
 impl Shared {
@@ -420,6 +427,12 @@ impl Shared {
         sent: impl FnOnce(),
     ) -> CallResult {
         let deadline = Instant::now() + timeout;
+        // Reads are answered within microseconds by an idle storage: their reader may
+        // spin for the answer (commits wait for disks, which spinning would only waste).
+        let quick = matches!(
+            operation,
+            Operation::Load { .. } | Operation::LoadBefore { .. } | Operation::LoadSerial { .. }
+        );
         let (submitted, kick) = self.with(|state| {
             if state.closed {
                 return (Submitted::Done(Err(ClientError::Closed)), false);
@@ -446,13 +459,14 @@ impl Shared {
         sent();
         match submitted {
             Submitted::Done(result) => CallResult::Done(result),
-            Submitted::Lead(op, slot) => self.lead(op, &slot, deadline),
-            Submitted::Follow(op, slot) => self.follow(op, &slot, deadline),
+            Submitted::Lead(op, slot) => self.lead(op, &slot, deadline, quick),
+            Submitted::Follow(op, slot) => self.follow(op, &slot, deadline, quick),
         }
     }
 
     /// Reads the sockets until `op` completes, then hands the reading over.
-    fn lead(self: &Arc<Self>, op: OpId, slot: &Slot, deadline: Instant) -> CallResult {
+    /// `quick`: the answer is expected within microseconds (see [`Spinner`]).
+    fn lead(self: &Arc<Self>, op: OpId, slot: &Slot, deadline: Instant, quick: bool) -> CallResult {
         let result = {
             let mut io = lock(&self.io);
             loop {
@@ -463,7 +477,7 @@ impl Shared {
                 if left.is_zero() {
                     break None;
                 }
-                self.read_round(&mut io, left, false);
+                self.read_round(&mut io, left, Reading::Caller { quick });
             }
         };
         self.with(|state| {
@@ -481,7 +495,13 @@ impl Shared {
     }
 
     /// Waits for `op`'s completion, or to be promoted to reader.
-    fn follow(self: &Arc<Self>, op: OpId, slot: &Slot, deadline: Instant) -> CallResult {
+    fn follow(
+        self: &Arc<Self>,
+        op: OpId,
+        slot: &Slot,
+        deadline: Instant,
+        quick: bool,
+    ) -> CallResult {
         loop {
             let mut state = lock(&slot.state);
             loop {
@@ -533,7 +553,7 @@ impl Shared {
                 }
             });
             if lead {
-                return self.lead(op, slot, deadline);
+                return self.lead(op, slot, deadline, quick);
             }
         }
     }
@@ -542,7 +562,8 @@ impl Shared {
     /// fed to the core. Returns whether the reader was kicked.
     /// A caller (not `background`) leaves the master's connection out of the poll while
     /// it awaits nothing from it, for at most [`MASTER_READ_DELAY`].
-    fn read_round(self: &Arc<Self>, io: &mut Io, wait: Duration, background: bool) -> bool {
+    fn read_round(self: &Arc<Self>, io: &mut Io, wait: Duration, reading: Reading) -> bool {
+        let background = reading == Reading::Background;
         let (core_deadline, master, lazy) = {
             let state = lock(&self.state);
             if state.readers_version != io.version {
@@ -593,16 +614,29 @@ impl Shared {
         }
         // Rounded up, so that a deadline is never polled for early in a loop.
         let millis = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: `pollfds` is a valid array of `len` pollfd structures, and every fd in it
-        // stays open for the call (the kick socket lives in `self`, each stream in an Arc
-        // held by `io.readers`).
-        let ready = unsafe {
-            libc::poll(
-                io.pollfds.as_mut_ptr(),
-                io.pollfds.len() as libc::nfds_t,
-                millis,
-            )
+        let poll = |pollfds: &mut Vec<libc::pollfd>, millis: i32| {
+            // SAFETY: `pollfds` is a valid array of `len` pollfd structures, and every fd
+            // in it stays open for the call (the kick socket lives in `self`, each stream
+            // in an Arc held by `io.readers`).
+            unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, millis) }
         };
+        let started = Instant::now();
+        let mut ready = 0;
+        let quick = self.spin && reading == Reading::Caller { quick: true };
+        if quick && io.spin.wanted() {
+            // The answer is likely to come within microseconds (see `Spinner`).
+            let pollfds = &mut io.pollfds;
+            io.spin.spin(wait, || {
+                ready = poll(pollfds, 0);
+                ready != 0
+            });
+        }
+        if ready == 0 {
+            ready = poll(&mut io.pollfds, millis);
+            if ready > 0 && quick {
+                io.spin.slept(started.elapsed());
+            }
+        }
         if ready < 0 {
             let error = io::Error::last_os_error();
             if error.kind() != io::ErrorKind::Interrupted {
@@ -840,7 +874,7 @@ impl Shared {
             {
                 let mut io = lock(&self.io);
                 loop {
-                    let kicked = self.read_round(&mut io, TIMER_MAX_SLEEP, true);
+                    let kicked = self.read_round(&mut io, TIMER_MAX_SLEEP, Reading::Background);
                     let state = lock(&self.state);
                     if state.closed || (kicked && !state.slots.is_empty()) {
                         break;
@@ -854,6 +888,16 @@ impl Shared {
             });
         }
     }
+}
+
+/// Who calls [`Shared::read_round`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Background,
+    /// A caller; `quick` when its answer is expected within microseconds.
+    Caller {
+        quick: bool,
+    },
 }
 
 /// What submitting left the caller with.
@@ -873,6 +917,7 @@ pub(crate) fn start(
     config: Config,
     invalidations: Arc<Mutex<VecDeque<Invalidation>>>,
     callback: Callback,
+    spin: bool,
 ) -> io::Result<(Arc<Shared>, JoinHandle<()>)> {
     let (kick_tx, kick_rx) = UnixStream::pair()?;
     kick_tx.set_nonblocking(true)?;
@@ -906,9 +951,11 @@ pub(crate) fn start(
             lost: Vec::new(),
             master_polled: Instant::now(),
             polled: Vec::new(),
+            spin: Spinner::new(),
         }),
         kick_tx,
         kick_rx,
+        spin,
     });
     let background = {
         let shared = shared.clone();

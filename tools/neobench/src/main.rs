@@ -80,6 +80,10 @@ struct Args {
     /// Seed of the load order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The Rust client never spins for an answer (ClientConfig::spin), to measure what
+    /// spinning brings.
+    #[arg(long)]
+    no_spin: bool,
     /// Keep our cluster's directory (databases, daemons' stderr) and say where.
     #[arg(long)]
     keep: bool,
@@ -120,6 +124,7 @@ fn run(args: Args) -> Result<()> {
             .collect(),
         committers: args.committers.iter().copied().filter(|&k| k > 0).collect(),
         seed: args.seed,
+        spin: !args.no_spin,
     };
     let progress = |message: &str| eprintln!("neobench: {message}");
     let mut runs: Vec<Figures> = Vec::new();

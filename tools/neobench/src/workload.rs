@@ -24,6 +24,8 @@ pub struct Workload {
     pub connections: Vec<usize>,
     pub committers: Vec<usize>,
     pub seed: u64,
+    /// Whether the Rust client may spin for answers (`ClientConfig::spin`).
+    pub spin: bool,
 }
 
 /// Objects stored per populating transaction.
@@ -41,6 +43,7 @@ pub fn run(
 ) -> Result<Figures> {
     let config = |cache_size: Option<usize>| {
         let mut config = ClientConfig::new(vec![master.to_owned()], name);
+        config.spin = workload.spin;
         if let Some(size) = cache_size {
             config.cache_size = size;
         }
