@@ -49,7 +49,7 @@ seconds() {
     echo "$end - $start" | bc -l
 }
 
-s_in=$(seconds "$bin/neomigrate" -q -c bench_$$ --pipeline 4 "$work/source.fs" "$masters")
+s_in=$(seconds "$bin/neomigrate" -q -c bench_$$ "$work/source.fs" "$masters")
 s_out=$(seconds "$bin/neomigrate" -q -c bench_$$ "$masters" "$work/exported.fs")
 cat > "$work/convert.conf" <<CONF
 <filestorage source>

@@ -297,12 +297,7 @@ pub fn run(
     match state.failure {
         // The master closed the connection on the overlapping begin, which failed the
         // transactions in flight first: say why.
-        Some(_) if state.overlap_refused => Err(anyhow::anyhow!(
-            "the master refuses overlapping transactions with explicit TIDs (a NEO/py master \
-             does): run again with --pipeline 1 ({} transactions migrated by this run; the \
-             next run resumes after the last one committed)",
-            state.totals.transactions
-        )),
+        Some(_) if state.overlap_refused => Err(OverlapRefused(state.totals).into()),
         Some((_, error)) => Err(error.context(format!(
             "{} transactions migrated by this run; run the same command again to resume \
              after the last one committed",
@@ -311,6 +306,25 @@ pub fn run(
         None => Ok(state.totals),
     }
 }
+
+/// The master refused a transaction begun while others were in flight (a NEO/py master
+/// does, with explicit TIDs), after these were migrated: the caller goes on one at a time.
+#[derive(Debug)]
+pub struct OverlapRefused(pub Totals);
+
+impl std::fmt::Display for OverlapRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the master refuses overlapping transactions with explicit TIDs (a NEO/py master \
+             does): run again with --pipeline 1 ({} transactions migrated by this run; the \
+             next run resumes after the last one committed)",
+            self.0.transactions
+        )
+    }
+}
+
+impl std::error::Error for OverlapRefused {}
 
 /// A transaction begun and stored, for a worker to vote and finish.
 struct Job {

@@ -397,9 +397,18 @@ fn a_cluster_that_goes_away_stops_the_run_and_a_new_run_resumes() {
         "{out}"
     );
 
-    // The same databases, a new cluster process: the migration resumes and completes.
+    // The same databases, a new cluster process: the migration resumes and completes,
+    // one transaction at a time as with a NEO/py master.
     let cluster = Cluster::start(&cluster_dir, "migrate_away");
-    let resumed = run(&["-c", &name, "--verify", path_str(&source), &cluster.masters]);
+    let resumed = run(&[
+        "-c",
+        &name,
+        "--verify",
+        "--pipeline",
+        "1",
+        path_str(&source),
+        &cluster.masters,
+    ]);
     assert!(resumed.status.success());
     let out = text(&resumed);
     assert!(out.contains("Resuming after transaction"), "{out}");
