@@ -37,6 +37,9 @@ const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the network gets to flush and close at exit.
 const NET_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A connection's write buffer bigger than this after a batch is freed rather than kept.
+const MAX_KEPT_BUFFER: usize = 1 << 20;
+
 /// Packets of a batch of events are written together: at most this many events are
 /// handled before what they produced is handed to the network.
 const BATCH_EVENTS: u32 = 64;
@@ -149,6 +152,7 @@ impl Driver {
             outbox: Outbox::new(),
             outputs: Vec::new(),
             corked: HashMap::new(),
+            dirty: Vec::new(),
             inputs: VecDeque::new(),
             logger,
             cluster,
@@ -209,8 +213,11 @@ struct Loop<'a> {
     /// The outputs being performed (kept to reuse its allocation).
     outputs: Vec<Output>,
     /// Packets encoded for each connection during the current batch of events, written
-    /// with one command (and often one syscall) per connection when the batch ends.
-    corked: HashMap<ConnId, (ConnectionHandle, Vec<u8>)>,
+    /// with one command (and often one syscall) per connection when the batch ends. The
+    /// buffers stay with their connection, to be reused.
+    corked: HashMap<ConnId, Vec<u8>>,
+    /// The connections whose buffer in `corked` holds something, in order of first use.
+    dirty: Vec<ConnId>,
     /// Inputs the driver produced itself (a connection that failed before reaching the
     /// network), fed before waiting for events.
     inputs: VecDeque<Input>,
@@ -388,7 +395,7 @@ impl Loop<'_> {
             Event::ConnectFailed { conn, addr, error } => {
                 let conn = *self.conns.by_net.get(&conn)?;
                 tracing::debug!(%addr, %error, "connection failed");
-                self.conns.remove(conn);
+                self.forget(conn);
                 self.outbox.forget(conn);
                 Some(Input::ConnectFailed { conn })
             }
@@ -427,7 +434,7 @@ impl Loop<'_> {
                 } else {
                     tracing::debug!(conn, %reason, "connection closed");
                 }
-                self.conns.remove(conn);
+                self.forget(conn);
                 self.outbox.forget(conn);
                 Some(Input::Closed { conn })
             }
@@ -451,21 +458,40 @@ impl Loop<'_> {
 
     /// Hands the packets encoded during this batch to the network.
     fn uncork_all(&mut self) {
-        for (conn, (handle, bytes)) in self.corked.drain() {
-            if let Err(e) = handle.send_encoded(bytes) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for conn in dirty.drain(..) {
+            self.uncork(conn);
+        }
+        self.dirty = dirty;
+    }
+
+    /// Hands the packets of one connection to the network (before it is closed, or at
+    /// the end of a batch).
+    fn uncork(&mut self, conn: ConnId) {
+        let Some(bytes) = self.corked.get_mut(&conn) else {
+            return;
+        };
+        if bytes.is_empty() {
+            return;
+        }
+        // A connection the node forgot has no handle: its Closed event is on its way.
+        if let Some(handle) = self.conns.handles.get(&conn) {
+            if let Err(e) = handle.send_encoded_slice(bytes) {
                 // Closed: the Closed event follows and tells the node.
                 tracing::debug!(conn, error = %e, "packets dropped");
             }
         }
+        bytes.clear();
+        // A rare large answer does not keep its memory for the connection's lifetime.
+        if bytes.capacity() > MAX_KEPT_BUFFER {
+            *bytes = Vec::new();
+        }
     }
 
-    /// Hands the packets of one connection to the network (before it is closed).
-    fn uncork(&mut self, conn: ConnId) {
-        if let Some((handle, bytes)) = self.corked.remove(&conn) {
-            if let Err(e) = handle.send_encoded(bytes) {
-                tracing::debug!(conn, error = %e, "packets dropped");
-            }
-        }
+    /// Forgets a connection the node or the network closed.
+    fn forget(&mut self, conn: ConnId) -> Option<ConnectionHandle> {
+        self.corked.remove(&conn);
+        self.conns.remove(conn)
     }
 
     fn perform(&mut self, output: Output) -> Option<i32> {
@@ -487,7 +513,7 @@ impl Loop<'_> {
             } => self.send(conn, msg_id, packet),
             Output::Close { conn } => {
                 self.uncork(conn);
-                if let Some(handle) = self.conns.remove(conn) {
+                if let Some(handle) = self.forget(conn) {
                     handle.close();
                     self.conns.closing.insert(handle.id());
                 }
@@ -518,15 +544,13 @@ impl Loop<'_> {
             let peer_addr = handle.peer_addr();
             self.sent(conn, msg_id, &packet, peer_addr);
         }
-        let (handle, bytes) = match self.corked.entry(conn) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let Some(handle) = self.conns.handles.get(&conn) else {
-                    return;
-                };
-                entry.insert((handle.clone(), Vec::new()))
-            }
+        let Some(handle) = self.conns.handles.get(&conn) else {
+            return;
         };
+        let bytes = self.corked.entry(conn).or_default();
+        if bytes.is_empty() {
+            self.dirty.push(conn);
+        }
         match handle.encode_with_id(msg_id, &packet, 0, bytes) {
             Ok(()) => {}
             // The Closed event follows and tells the node.

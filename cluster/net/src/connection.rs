@@ -291,6 +291,28 @@ impl ConnectionHandle {
         self.queue(Bytes::from(bytes))
     }
 
+    /// Like [`ConnectionHandle::send_encoded`], from a buffer the caller keeps and reuses:
+    /// the bytes are copied only when the socket does not take them all at once.
+    pub fn send_encoded_slice(&self, bytes: &[u8]) -> Result<(), SendError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut direct = lock(&self.shared.direct);
+        let mut rest = bytes;
+        if let (Some(fd), false) = (direct.fd, direct.busy) {
+            let written = write_now(fd, bytes);
+            if written == bytes.len() {
+                return Ok(());
+            }
+            // As in `queue`: the task writes the rest when the socket is writable.
+            rest = &bytes[written..];
+        }
+        direct.busy = true;
+        self.commands
+            .send(Command::Send(Bytes::copy_from_slice(rest)))
+            .map_err(|_| SendError::Closed)
+    }
+
     /// Closes the connection after the packets queued so far are sent.
     pub fn close(&self) {
         push_command(
