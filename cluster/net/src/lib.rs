@@ -92,10 +92,6 @@ pub struct NetConfig {
     pub io_threads: usize,
     /// Wraps each TCP stream before the handshake (TLS goes here).
     pub wrapper: Arc<dyn StreamWrapper>,
-    /// With [`Net::new_polled`]: whether the node's thread polls its sockets for a few
-    /// microseconds before sleeping, while events keep coming that fast and no other
-    /// thread wants the CPU ([`spin`]).
-    pub spin: bool,
 }
 
 impl Default for NetConfig {
@@ -105,7 +101,6 @@ impl Default for NetConfig {
             listen_backlog: socket::LISTEN_BACKLOG,
             io_threads: 1,
             wrapper: Arc::new(PlainTcp),
-            spin: true,
         }
     }
 }
@@ -152,7 +147,7 @@ impl Net {
     /// connections itself (see the `poller` module): a lone request costs no tokio
     /// wakeup. TLS connections are still read by tokio.
     pub fn new_polled(config: NetConfig) -> io::Result<(Net, Poller)> {
-        let (poller, sink) = Poller::new(config.spin)?;
+        let (poller, sink) = Poller::new()?;
         Ok((Net::start(config, sink)?, poller))
     }
 

@@ -9,8 +9,7 @@
 //! writes when it sends an event while the node's thread sleeps. Bad input, an answer to
 //! nothing or the peer's close is turned into a close command for the connection task,
 //! which reports [`Event::Closed`] as always; the reader stops at once, so no packet of a
-//! connection follows its Closed event. While events keep coming within microseconds of
-//! each other, the thread polls a little before sleeping (`spin`), which saves its wakeup.
+//! connection follows its Closed event.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -24,7 +23,6 @@ use neo_protocol::{Decoder, HandshakeMode};
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::connection::{dispatch, push_command, Command, Shared};
-use crate::spin::{Spinner, Spun};
 use crate::{CloseReason, ConnectionId, Event};
 
 /// Bytes asked of the socket per read; a read that fills it is followed by another
@@ -144,13 +142,10 @@ struct State {
     /// Events read from sockets, delivered before anything else.
     queue: VecDeque<Event>,
     ready: Vec<libc::epoll_event>,
-    /// Whether to poll a little before sleeping, if at all (`spin`).
-    spinner: Spinner,
-    spin: bool,
 }
 
 impl Poller {
-    pub(crate) fn new(spin: bool) -> io::Result<(Poller, Sink)> {
+    pub(crate) fn new() -> io::Result<(Poller, Sink)> {
         // SAFETY: plain syscalls; the descriptors are checked and then owned.
         let (epoll, eventfd) = unsafe {
             let epoll = libc::epoll_create1(libc::EPOLL_CLOEXEC);
@@ -177,8 +172,6 @@ impl Poller {
             readers: HashMap::new(),
             queue: VecDeque::new(),
             ready: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
-            spinner: Spinner::new(),
-            spin,
         };
         let poller = Poller {
             state: RefCell::new(poller),
@@ -281,29 +274,7 @@ impl State {
     }
 
     /// Sleeps until a socket is readable or tokio sends something (at most `timeout`).
-    /// When recent waits were short, polls without sleeping first (see [`Spinner`]).
     fn wait(&mut self, timeout: Duration) {
-        if self.spin && self.spinner.wanted() {
-            let mut spinner = std::mem::take(&mut self.spinner);
-            let spun = spinner.spin(timeout, || {
-                self.poll(0);
-                if self.queue.is_empty() {
-                    // Tokio's events: `sleeping` is false, so it does not write the
-                    // eventfd; the channel is looked at here.
-                    match self.next_ready() {
-                        Ok(Some(event)) => self.queue.push_front(event),
-                        Ok(None) => {}
-                        Err(_) => return true,
-                    }
-                }
-                !self.queue.is_empty()
-            });
-            self.spinner = spinner;
-            if spun == Spun::Ready {
-                return;
-            }
-        }
-        let started = Instant::now();
         self.wake.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         // Anything sent before the flag was seen must not wait for the timeout. Peeking
@@ -324,9 +295,6 @@ impl State {
         let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         self.poll(millis);
         self.wake.sleeping.store(false, Ordering::SeqCst);
-        if !self.queue.is_empty() {
-            self.spinner.slept(started.elapsed());
-        }
     }
 
     /// Waits at most `millis` for readiness and reads every ready socket.
