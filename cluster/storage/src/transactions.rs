@@ -835,6 +835,20 @@ impl<B: Backend> Storage<B> {
                     reuse = true;
                     data = record.data;
                 }
+                // The record is that of a transaction locked here but not unlocked yet,
+                // whose client may already know it committed (a migration stores right
+                // after): the store waits for the unlock, which runs the queue again.
+                None if self.tm.is_locked_tid(data_serial) => {
+                    self.queue_write(
+                        ttid,
+                        Delayed::Store {
+                            conn,
+                            msg_id,
+                            store,
+                        },
+                    );
+                    return Ok(());
+                }
                 None if self.table.is_readable(partition, self.own()) => {
                     out.error(
                         conn,

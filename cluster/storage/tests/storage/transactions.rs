@@ -801,6 +801,51 @@ fn an_undo_record_is_read_back_with_its_back_pointer() {
 }
 
 #[test]
+fn a_store_pointing_back_to_a_locked_transaction_waits_for_its_unlock() {
+    let mut h = booted();
+    // tid(12) changes oid 2 and is locked, but its unlock has not arrived yet when a
+    // restore under TTID tid(20) points back to its record (the master answered the
+    // finish to the client before the unlock reached this storage).
+    store(&mut h, C1, 1, 2, tid(2), tid(12));
+    vote_metadata(&mut h, C1, tid(12), &[2]);
+    lock(&mut h, tid(12), tid(12));
+    let back = AskStoreObject {
+        data_serial: Some(tid(12)),
+        ..store_request(2, tid(12), "anything", tid(20))
+    };
+    assert_eq!(on(&h.packet(C2, 2, back), C2), vec![]);
+    // The unlock moves the record to the committed tables; the store then finds it.
+    let outputs = h.master_sends(NotifyUnlockInformation { ttid: tid(12) });
+    assert_eq!(on(&outputs, C2), vec![stored(None)]);
+    vote_metadata(&mut h, C2, tid(20), &[2]);
+    lock(&mut h, tid(20), tid(22));
+    h.master_sends(NotifyUnlockInformation { ttid: tid(20) });
+    let outputs = h.packet(
+        C1,
+        3,
+        AskObject {
+            oid: Oid(2),
+            at: Some(tid(22)),
+            before: None,
+        },
+    );
+    let text = format!("2 by {}", tid(12));
+    assert_eq!(
+        on(&outputs, C1),
+        vec![AnswerObject {
+            oid: Oid(2),
+            serial: tid(22),
+            next_serial: None,
+            compression: Some(0),
+            checksum: checksum(text.as_bytes()),
+            data: Bytes::copy_from_slice(text.as_bytes()),
+            data_serial: Some(tid(12)),
+        }
+        .into()]
+    );
+}
+
+#[test]
 fn a_deferred_commit_is_made_before_exiting() {
     let mut h = booted();
     let (ttid, final_tid) = (tid(20), tid(22));
