@@ -106,6 +106,13 @@ impl SqliteBackend {
         // About 13% of a storage's CPU during an import.
         conn.execute_batch("PRAGMA temp_store = MEMORY")
             .map_err(db_error)?;
+        // A checkpoint copies every page changed since the previous one into the database
+        // file and syncs it: the pages that every commit touches (index leaves, the ends
+        // of tables) are written once per checkpoint. Every 10000 pages (a log of up to
+        // 40 MB) rather than SQLite's 1000, a storage spends about 15% less CPU importing
+        // a 1 GB database.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 10000")
+            .map_err(db_error)?;
         conn.set_prepared_statement_cache_capacity(64);
         // A stable plan per statement: without it, the STAT4 planner re-prepares the
         // cached load queries at every bind, about a third of a load's CPU.
