@@ -1108,21 +1108,40 @@ impl Backend for SqliteBackend {
         let value_tid = data_serial.map(|t| to_i64(t.0)).transpose()?;
         self.begin()?;
         if temporary {
-            // A second store of the same object in one transaction replaces the first.
-            let previous: Option<Option<i64>> = self.query_opt(
-                "SELECT data_id FROM tobj WHERE tid=? AND oid=?",
-                params![key.1, key.0],
-                |row| row.get(0),
-            )?;
-            if let Some(previous) = previous {
-                self.exec(
-                    "DELETE FROM tobj WHERE tid=? AND oid=?",
-                    params![key.1, key.0],
-                )?;
-                if let Some(previous) = previous {
-                    self.release(&[previous], true)?;
+            let data_id = self.store_data(partition, oid, data, data_serial)?;
+            let inserted = self
+                .conn
+                .prepare_cached("INSERT INTO tobj VALUES (?,?,?,?,?)")
+                .and_then(|mut statement| {
+                    statement.execute(params![partition, key.0, key.1, data_id, value_tid])
+                });
+            match inserted {
+                Ok(_) => self.hold(data_id),
+                // A second store of the same object in one transaction replaces the first
+                // (rare: looking for one first would cost a query per store).
+                Err(e) if is_primary_key_conflict(&e) => {
+                    let previous: Option<Option<i64>> = self.query_opt(
+                        "SELECT data_id FROM tobj WHERE tid=? AND oid=?",
+                        params![key.1, key.0],
+                        |row| row.get(0),
+                    )?;
+                    self.exec(
+                        "DELETE FROM tobj WHERE tid=? AND oid=?",
+                        params![key.1, key.0],
+                    )?;
+                    self.exec(
+                        "INSERT INTO tobj VALUES (?,?,?,?,?)",
+                        params![partition, key.0, key.1, data_id, value_tid],
+                    )?;
+                    // Held before the previous one is released: both may be the same row.
+                    self.hold(data_id);
+                    if let Some(Some(previous)) = previous {
+                        self.release(&[previous], true)?;
+                    }
                 }
+                Err(e) => return Err(db_error(e)),
             }
+            return Ok(());
         } else {
             // Replication may resend a record it stored before being interrupted: an
             // identical row is fine, a different one is an error.
@@ -1156,18 +1175,10 @@ impl Backend for SqliteBackend {
             }
         }
         let data_id = self.store_data(partition, oid, data, data_serial)?;
-        if temporary {
-            self.exec(
-                "INSERT INTO tobj VALUES (?,?,?,?,?)",
-                params![partition, key.0, key.1, data_id, value_tid],
-            )?;
-            self.hold(data_id);
-        } else {
-            self.exec(
-                "INSERT INTO obj VALUES (?,?,?,?,?)",
-                params![partition, key.0, key.1, data_id, value_tid],
-            )?;
-        }
+        self.exec(
+            "INSERT INTO obj VALUES (?,?,?,?,?)",
+            params![partition, key.0, key.1, data_id, value_tid],
+        )?;
         Ok(())
     }
 
@@ -1366,6 +1377,14 @@ fn is_dedup_conflict(e: &rusqlite::Error) -> bool {
         }
         _ => false,
     }
+}
+
+fn is_primary_key_conflict(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
 }
 
 /// TIDs and OIDs are signed 64-bit integers in SQLite (hence MAX_TID = 2^63-1).

@@ -1506,6 +1506,33 @@ mod data_rows {
     }
 
     #[test]
+    fn restoring_the_same_value_in_a_transaction_keeps_its_shared_row() {
+        let (_dir, path) = new_db();
+        let mut backend = open_dedup(&path);
+        make_pt(&mut backend, 1, S1, None);
+        backend
+            .store_transaction(&txn(0, 0x20, &[1]), true)
+            .unwrap();
+        // The second store replaces the first and finds the same row: releasing the first
+        // must not prune the row that the second one uses.
+        for _ in 0..2 {
+            backend
+                .store_object(Oid(1), Tid(0x20), Some(&data(b"twice")), None, true)
+                .unwrap();
+        }
+        backend.commit().unwrap();
+        assert_eq!(count(&path, "SELECT count(*) FROM data"), 1);
+        assert_eq!(count(&path, "SELECT count(*) FROM tobj"), 1);
+        backend.lock_transaction(Tid(0x20), Tid(0x21)).unwrap();
+        backend.unlock_transaction(Tid(0x20), Tid(0x21)).unwrap();
+        backend.commit().unwrap();
+        assert_eq!(
+            backend.object(Oid(1), None, None).unwrap().unwrap().data,
+            Some(data(b"twice"))
+        );
+    }
+
+    #[test]
     fn no_dedup_keeps_separate_rows() {
         let (_dir, path) = new_db();
         let mut backend = open(&path);
