@@ -28,6 +28,7 @@
 //! keep the core's order) and written after the lock is released by whichever thread
 //! flushes first, so that a slow socket never blocks the core.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
@@ -201,6 +202,12 @@ impl Conn {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
+}
+
+thread_local! {
+    /// While this thread is corked ([`Shared::cork`]): the connections whose writes it put
+    /// off, sent at once when uncorked or before it waits for an answer.
+    static CORKED: RefCell<Option<Vec<Arc<Conn>>>> = const { RefCell::new(None) };
 }
 
 /// What is done after the core's lock is released.
@@ -393,7 +400,18 @@ impl Shared {
 
     fn after(self: &Arc<Self>, after: AfterLock) {
         for conn in after.flush {
-            conn.flush();
+            let put_off = CORKED.with(|corked| match corked.borrow_mut().as_mut() {
+                Some(held) => {
+                    if !held.iter().any(|c| Arc::ptr_eq(c, &conn)) {
+                        held.push(conn.clone());
+                    }
+                    true
+                }
+                None => false,
+            });
+            if !put_off {
+                conn.flush();
+            }
         }
         for (conn, addr) in after.connect {
             let shared = self.clone();
@@ -409,6 +427,33 @@ impl Shared {
                     }
                 });
             }
+        }
+    }
+
+    /// Puts off this thread's writes until [`Shared::uncork`] or a call that waits for an
+    /// answer (which uncorks): requests that complete at once, like stores, then go out in
+    /// one write per connection. False if it was corked already (the outer cork sends).
+    pub(crate) fn cork(&self) -> bool {
+        CORKED.with(|corked| {
+            let mut corked = corked.borrow_mut();
+            if corked.is_some() {
+                return false;
+            }
+            *corked = Some(Vec::new());
+            true
+        })
+    }
+
+    /// Sends what this thread put off and stops putting writes off.
+    pub(crate) fn uncork(&self) {
+        Self::send_put_off();
+    }
+
+    /// Writes the connections this thread put off, and uncorks it.
+    fn send_put_off() {
+        let held = CORKED.with(|corked| corked.borrow_mut().take().unwrap_or_default());
+        for conn in held {
+            conn.flush();
         }
     }
 
@@ -457,6 +502,11 @@ impl Shared {
             self.kick();
         }
         sent();
+        if !matches!(submitted, Submitted::Done(_)) {
+            // The answer may depend on requests this thread put off, and while waiting this
+            // thread may run the core, whose writes must go at once: uncorked for good.
+            Self::send_put_off();
+        }
         match submitted {
             Submitted::Done(result) => CallResult::Done(result),
             Submitted::Lead(op, slot) => self.lead(op, &slot, deadline, quick),

@@ -401,6 +401,25 @@ impl Client {
         }
     }
 
+    /// Runs `f`, holding back the requests this thread makes in it that complete at once
+    /// (stores, deletions, checks) and sending them together when it returns: one write
+    /// per storage for a transaction's stores instead of one each (a migration's). A call
+    /// in `f` that waits for an answer sends what was held back, and holds nothing back
+    /// afterwards.
+    pub fn corked<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Uncork<'a>(&'a driver::Shared);
+        impl Drop for Uncork<'_> {
+            fn drop(&mut self) {
+                self.0.uncork();
+            }
+        }
+        if !self.shared.cork() {
+            return f();
+        }
+        let _uncork = Uncork(&self.shared);
+        f()
+    }
+
     pub fn tpc_abort(&self, ttid: Tid) -> Result<()> {
         self.done(Operation::TpcAbort { ttid })
     }

@@ -206,6 +206,39 @@ mod commits {
     use super::*;
 
     #[test]
+    fn corked_stores_go_out_together_and_a_call_that_waits_sends_them_first() {
+        let cluster = Cluster::start(2, 4);
+        let client = cluster.client();
+        let oids: Vec<Oid> = (0..5).map(|_| client.new_oid().unwrap()).collect();
+        // Stores held back until the closure returns, then voted outside it.
+        let ttid = client.tpc_begin(None, meta("corked")).unwrap();
+        client.corked(|| {
+            for oid in &oids {
+                let data = Bytes::from(format!("first {}", oid.0));
+                client.store(ttid, *oid, Tid::ZERO, data).unwrap();
+            }
+        });
+        assert_eq!(client.tpc_vote(ttid).unwrap(), Vote::Voted(vec![]));
+        let first = client.tpc_finish(ttid).unwrap();
+        // A vote inside the closure waits for answers to stores still held back: they
+        // are sent before it waits (or it would time out).
+        let ttid = client.tpc_begin(None, meta("corked vote")).unwrap();
+        let second = client.corked(|| {
+            for oid in &oids {
+                let data = Bytes::from(format!("second {}", oid.0));
+                client.store(ttid, *oid, first, data).unwrap();
+            }
+            assert_eq!(client.tpc_vote(ttid).unwrap(), Vote::Voted(vec![]));
+            client.tpc_finish(ttid).unwrap()
+        });
+        let other = cluster.client();
+        for oid in &oids {
+            let expected = Bytes::from(format!("second {}", oid.0));
+            assert_eq!(other.load(*oid).unwrap(), (expected, second));
+        }
+    }
+
+    #[test]
     fn store_commit_load_round_trip() {
         let cluster = Cluster::start(2, 4);
         let client = cluster.client();

@@ -482,7 +482,8 @@ fn begin_and_store(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) 
         extension: txn.extension.clone(),
     };
     let ttid = client.tpc_begin(Some(Tid(txn.tid)), meta)?;
-    let stored = (|| -> Result<()> {
+    // The stores go out together when the loop ends: one write per storage.
+    let stored = client.corked(|| -> Result<()> {
         for record in &txn.records {
             let oid = Oid(record.oid);
             let serial = Tid(serials.get(&record.oid).copied().unwrap_or(0));
@@ -503,7 +504,7 @@ fn begin_and_store(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) 
             }
         }
         Ok(())
-    })();
+    });
     if let Err(error) = stored {
         let _ = client.tpc_abort(ttid);
         return Err(error);
