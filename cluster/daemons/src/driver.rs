@@ -11,7 +11,10 @@
 //! The driver also feeds the SQLite log: every packet sent or received (with the peer's
 //! NID once identification told it), the node's own NID, and FlushLog.
 //! The driver's thread reads plain TCP connections itself (`neo_net::Poller`): a lone
-//! request then wakes this thread only, not a tokio worker too.
+//! request then wakes this thread only, not a tokio worker too. After serving an object
+//! read, its wait begins with a short spin (`neo_net::spin`): a reader's next request
+//! usually follows within microseconds, and the thread then needs no wakeup (nor, on a
+//! shared machine, to be moved next to the reader by the kernel's wakeup).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -157,6 +160,7 @@ impl Driver {
             logger,
             cluster,
             shutting_down: false,
+            served_read: false,
         };
         let code = state.run(node, &events);
         state.close_all(&events);
@@ -224,6 +228,9 @@ struct Loop<'a> {
     logger: Option<SharedLogger>,
     cluster: String,
     shutting_down: bool,
+    /// An object was asked since the thread last waited: a reader's next request is
+    /// likely to come within microseconds, so the wait may begin with a spin.
+    served_read: bool,
 }
 
 impl Loop<'_> {
@@ -310,7 +317,12 @@ impl Loop<'_> {
                         self.uncork_all();
                         continue;
                     }
-                    match events.recv_timeout(wait) {
+                    let event = if std::mem::take(&mut self.served_read) {
+                        events.recv_timeout_spinning(wait)
+                    } else {
+                        events.recv_timeout(wait)
+                    };
+                    match event {
                         Ok(event) => event,
                         Err(RecvTimeoutError::Timeout) => continue,
                         Err(RecvTimeoutError::Disconnected) => {
@@ -406,6 +418,7 @@ impl Loop<'_> {
             } => {
                 let conn = *self.conns.by_net.get(&conn)?;
                 self.received(conn, msg_id, &packet);
+                self.served_read |= matches!(packet, Packet::AskObject(_));
                 Some(Input::Packet {
                     conn,
                     msg_id,

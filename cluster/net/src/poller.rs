@@ -9,7 +9,8 @@
 //! writes when it sends an event while the node's thread sleeps. Bad input, an answer to
 //! nothing or the peer's close is turned into a close command for the connection task,
 //! which reports [`Event::Closed`] as always; the reader stops at once, so no packet of a
-//! connection follows its Closed event.
+//! connection follows its Closed event. A caller that expects the next event within
+//! microseconds (a storage serving reads) may have the thread poll before it sleeps.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +24,7 @@ use neo_protocol::{Decoder, HandshakeMode};
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::connection::{dispatch, push_command, Command, Shared};
+use crate::spin::{Spinner, Spun};
 use crate::{CloseReason, ConnectionId, Event};
 
 /// Bytes asked of the socket per read; a read that fills it is followed by another
@@ -142,6 +144,8 @@ struct State {
     /// Events read from sockets, delivered before anything else.
     queue: VecDeque<Event>,
     ready: Vec<libc::epoll_event>,
+    /// Whether to poll a little before sleeping, when the caller allows it.
+    spinner: Spinner,
 }
 
 impl Poller {
@@ -172,6 +176,7 @@ impl Poller {
             readers: HashMap::new(),
             queue: VecDeque::new(),
             ready: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
+            spinner: Spinner::new(),
         };
         let poller = Poller {
             state: RefCell::new(poller),
@@ -196,7 +201,17 @@ impl Poller {
 
     /// The next event, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Event, mpsc::RecvTimeoutError> {
-        self.state.borrow_mut().recv_timeout(timeout)
+        self.state.borrow_mut().recv_timeout(timeout, false)
+    }
+
+    /// Like [`Poller::recv_timeout`] for a caller that expects the next event within
+    /// microseconds: the thread polls a little before sleeping, while such waits keep
+    /// being that short and no other thread wants the CPU ([`crate::spin`]).
+    pub fn recv_timeout_spinning(
+        &self,
+        timeout: Duration,
+    ) -> Result<Event, mpsc::RecvTimeoutError> {
+        self.state.borrow_mut().recv_timeout(timeout, true)
     }
 }
 
@@ -209,7 +224,11 @@ impl State {
         self.next_ready()?.ok_or(mpsc::TryRecvError::Empty)
     }
 
-    fn recv_timeout(&mut self, timeout: Duration) -> Result<Event, mpsc::RecvTimeoutError> {
+    fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+        spin: bool,
+    ) -> Result<Event, mpsc::RecvTimeoutError> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.next_ready() {
@@ -221,7 +240,7 @@ impl State {
             if left.is_zero() {
                 return Err(mpsc::RecvTimeoutError::Timeout);
             }
-            self.wait(left);
+            self.wait(left, spin);
         }
     }
 
@@ -273,8 +292,30 @@ impl State {
         }
     }
 
-    /// Sleeps until a socket is readable or tokio sends something (at most `timeout`).
-    fn wait(&mut self, timeout: Duration) {
+    /// Sleeps until a socket is readable or tokio sends something (at most `timeout`);
+    /// with `spin`, polls first while recent waits were short (see [`Spinner`]).
+    fn wait(&mut self, timeout: Duration, spin: bool) {
+        if spin && self.spinner.wanted() {
+            let mut spinner = std::mem::take(&mut self.spinner);
+            let spun = spinner.spin(timeout, || {
+                self.poll(0);
+                if self.queue.is_empty() {
+                    // Tokio's events: `sleeping` is false, so it does not write the
+                    // eventfd; the channel is looked at here.
+                    match self.next_ready() {
+                        Ok(Some(event)) => self.queue.push_front(event),
+                        Ok(None) => {}
+                        Err(_) => return true,
+                    }
+                }
+                !self.queue.is_empty()
+            });
+            self.spinner = spinner;
+            if spun == Spun::Ready {
+                return;
+            }
+        }
+        let started = Instant::now();
         self.wake.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         // Anything sent before the flag was seen must not wait for the timeout. Peeking
@@ -295,6 +336,9 @@ impl State {
         let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         self.poll(millis);
         self.wake.sleeping.store(false, Ordering::SeqCst);
+        if spin && !self.queue.is_empty() {
+            self.spinner.slept(started.elapsed());
+        }
     }
 
     /// Waits at most `millis` for readiness and reads every ready socket.
