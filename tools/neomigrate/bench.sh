@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The migration benchmark: generates a Data.fs of SIZE_MB (examples/genfs.rs), migrates
-# it into a local cluster (neosimple: 1 master, 2 SQLite storages, replicas 1, 1 admin)
-# and back with neomigrate (release), and copies it FileStorage to FileStorage with
-# ZODB's zodbconvert (RelStorage's script, from PyPI, in a venv made here) for the
-# reference. Prints MB/s and transactions/s each way with the ratio to zodbconvert.
+# it with neomigrate (release, default options) into a local cluster of 2 SQLite storages
+# (neosimple: 1 master, 1 admin) twice: with replicas 0, NEO's default (the partitions
+# split between the storages), and with replicas 1 (every record on both); exports the
+# first cluster back; and copies the file FileStorage to FileStorage with ZODB's
+# zodbconvert (RelStorage's script, from PyPI, in a venv made here) for the reference.
+# Prints MB/s and transactions/s of each with the ratio to zodbconvert.
 # Nothing generated is kept (set KEEP=1 to keep the directory).
 #
 #   tools/neomigrate/bench.sh [SIZE_MB]     (default 1024)
@@ -34,12 +36,21 @@ fi
 bytes=$(stat -c %s "$work/source.fs")
 txns=$("$bin/neofs" stat "$work/source.fs" 2>/dev/null | awk '/^transactions:/ {print $2}' || true)
 
-mkdir "$work/cluster"
-"$bin/neosimple" --replicas 1 --partitions 12 --name bench_$$ --temp_dir "$work/cluster" \
-    >"$work/neosimple.out" 2>"$work/neosimple.err" &
-cluster_pid=$!
-for _ in $(seq 600); do grep -q "is RUNNING" "$work/neosimple.out" && break; sleep 0.1; done
-masters=$(awk '/masters:/ {print $2}' "$work/neosimple.out")
+# Starts a cluster of 2 storages with $1 replicas; sets cluster_pid and masters.
+start_cluster() {
+    mkdir "$work/cluster$1"
+    "$bin/neosimple" --replicas "$1" --partitions 12 --name bench_$$_$1 \
+        --temp_dir "$work/cluster$1" >"$work/neosimple$1.out" 2>"$work/neosimple$1.err" &
+    cluster_pid=$!
+    for _ in $(seq 600); do grep -q "is RUNNING" "$work/neosimple$1.out" && break; sleep 0.1; done
+    masters=$(awk '/masters:/ {print $2}' "$work/neosimple$1.out")
+}
+
+stop_cluster() {
+    kill -INT "$cluster_pid"
+    wait "$cluster_pid" 2>/dev/null || true
+    cluster_pid=
+}
 
 seconds() {
     local start end
@@ -49,8 +60,13 @@ seconds() {
     echo "$end - $start" | bc -l
 }
 
-s_in=$(seconds "$bin/neomigrate" -q -c bench_$$ "$work/source.fs" "$masters")
-s_out=$(seconds "$bin/neomigrate" -q -c bench_$$ "$masters" "$work/exported.fs")
+start_cluster 1
+s_in1=$(seconds "$bin/neomigrate" -q -c bench_$$_1 "$work/source.fs" "$masters")
+stop_cluster
+start_cluster 0
+s_in=$(seconds "$bin/neomigrate" -q -c bench_$$_0 "$work/source.fs" "$masters")
+s_out=$(seconds "$bin/neomigrate" -q -c bench_$$_0 "$masters" "$work/exported.fs")
+stop_cluster
 cat > "$work/convert.conf" <<CONF
 <filestorage source>
   path $work/source.fs
@@ -69,6 +85,7 @@ ratio() { echo "scale=2; $2 / $1" | bc -l; }
 echo "source: $((bytes / 1000000)) MB, $txns transactions ($size_mb MiB asked)"
 printf '%-34s %9s %10s %12s %s\n' "" seconds "MB/s" "txn/s" "vs zodbconvert"
 printf '%-34s %9.2f %10s %12s %s\n' "zodbconvert FS -> FS" "$s_zodb" "$(mb "$s_zodb")" "$(tps "$s_zodb")" "1.00"
-printf '%-34s %9.2f %10s %12s %sx\n' "neomigrate FS -> NEO (2 storages)" "$s_in" "$(mb "$s_in")" "$(tps "$s_in")" "$(ratio "$s_in" "$s_zodb")"
+printf '%-34s %9.2f %10s %12s %sx\n' "neomigrate FS -> NEO (replicas 0)" "$s_in" "$(mb "$s_in")" "$(tps "$s_in")" "$(ratio "$s_in" "$s_zodb")"
+printf '%-34s %9.2f %10s %12s %sx\n' "neomigrate FS -> NEO (replicas 1)" "$s_in1" "$(mb "$s_in1")" "$(tps "$s_in1")" "$(ratio "$s_in1" "$s_zodb")"
 printf '%-34s %9.2f %10s %12s %sx\n' "neomigrate NEO -> FS" "$s_out" "$(mb "$s_out")" "$(tps "$s_out")" "$(ratio "$s_out" "$s_zodb")"
 echo "round trip: $check"
