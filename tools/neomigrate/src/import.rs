@@ -221,7 +221,8 @@ pub fn run(
             failure: None,
             totals: Totals::default(),
         }),
-        changed: Condvar::new(),
+        turns: (0..pipeline.max(1)).map(|_| Condvar::new()).collect(),
+        progress: Condvar::new(),
     };
     let workers = pipeline.max(1);
     let (jobs, receiver) = mpsc::sync_channel::<Job>(0);
@@ -336,7 +337,12 @@ struct Job {
 /// Finishes in sequence order, and the first failure (by sequence).
 struct Order {
     state: Mutex<OrderState>,
-    changed: Condvar,
+    /// The worker of sequence number `seq` waits on `turns[seq % turns.len()]` for its
+    /// turn: the transactions in flight are fewer than that, so each waits alone and only
+    /// the next one is woken (not every worker at each step).
+    turns: Vec<Condvar>,
+    /// The reading thread waits on this for transactions to be done with, or a failure.
+    progress: Condvar,
 }
 
 struct OrderState {
@@ -398,7 +404,7 @@ impl Order {
     fn wait_settled_within(&self, seq: u64, window: u64) -> bool {
         let mut state = self.lock();
         while state.settled + window <= seq && state.failure.is_none() {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.progress.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         state.failure.is_none()
     }
@@ -407,7 +413,7 @@ impl Order {
     fn wait_committed(&self, tid: u64) -> bool {
         let mut state = self.lock();
         while state.committed < tid && state.failure.is_none() {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self.progress.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         state.failure.is_none()
     }
@@ -415,7 +421,26 @@ impl Order {
     /// Records a failure; the earliest transaction's is the one reported.
     fn fail(&self, seq: u64, error: anyhow::Error) {
         self.lock().record(seq, error);
-        self.changed.notify_all();
+        self.progress.notify_all();
+    }
+
+    /// Waits (holding `state`) until it is the turn of `seq` to finish.
+    fn wait_turn<'a>(
+        &self,
+        mut state: std::sync::MutexGuard<'a, OrderState>,
+        seq: u64,
+    ) -> std::sync::MutexGuard<'a, OrderState> {
+        let turn = &self.turns[(seq % self.turns.len() as u64) as usize];
+        while state.turn != seq {
+            state = turn.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state
+    }
+
+    /// Passes the turn on from `state.turn` and wakes the worker whose turn it becomes.
+    fn pass_turn(&self, state: &mut OrderState) {
+        state.turn += 1;
+        self.turns[(state.turn % self.turns.len() as u64) as usize].notify_all();
     }
 }
 
@@ -429,10 +454,7 @@ fn describe(txn: &Txn) -> String {
 fn vote_and_finish(client: &Client, job: Job, order: &Order, progress: &Progress) {
     let Job { seq, ttid, txn } = job;
     let voted = vote(client, ttid);
-    let mut state = order.lock();
-    while state.turn != seq {
-        state = order.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-    }
+    let mut state = order.wait_turn(order.lock(), seq);
     // Only a failure of an earlier transaction stops this one: the ones before a failure
     // still commit, so a resumed run has less to do.
     let stopped = state.failure.as_ref().is_some_and(|(s, _)| *s < seq);
@@ -443,14 +465,12 @@ fn vote_and_finish(client: &Client, job: Job, order: &Order, progress: &Progress
             drop(state);
             let mut turn_passed = false;
             let finished = finish(client, ttid, &txn, || {
-                let mut state = order.lock();
-                state.turn += 1;
+                order.pass_turn(&mut order.lock());
                 turn_passed = true;
-                order.changed.notify_all();
             });
             state = order.lock();
             if !turn_passed {
-                state.turn += 1;
+                order.pass_turn(&mut state);
             }
             finished.map_err(Some)
         }
@@ -463,16 +483,17 @@ fn vote_and_finish(client: &Client, job: Job, order: &Order, progress: &Progress
         }
         Err(error) => {
             if state.turn == seq {
-                state.turn += 1;
+                order.pass_turn(&mut state);
             }
-            let _ = client.tpc_abort(ttid);
             if let Some(error) = error {
                 state.record(seq, error.context(describe(&txn)));
             }
             state.settle(seq, None);
+            drop(state);
+            let _ = client.tpc_abort(ttid);
         }
     }
-    order.changed.notify_all();
+    order.progress.notify_all();
 }
 
 fn begin_and_store(client: &Client, txn: &Txn, serials: &mut HashMap<u64, u64>) -> Result<Tid> {
