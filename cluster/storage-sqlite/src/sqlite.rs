@@ -804,12 +804,18 @@ impl Backend for SqliteBackend {
             Option<i64>,
             Option<i64>,
             Option<i64>,
-            Option<(u8, Vec<u8>, Vec<u8>)>,
+            Option<(u8, Result<Checksum>, Bytes)>,
         );
+        // The blobs are read in place: the hash into the checksum, the value copied once
+        // into the answer's buffer.
         let map = |row: &Row<'_>| -> rusqlite::Result<Found> {
             let compression: Option<u8> = row.get(4)?;
             let data = match compression {
-                Some(compression) => Some((compression, row.get(5)?, row.get(6)?)),
+                Some(compression) => Some((
+                    compression,
+                    to_checksum(row.get_ref(5)?.as_blob()?),
+                    Bytes::copy_from_slice(row.get_ref(6)?.as_blob()?),
+                )),
                 None => None,
             };
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, data))
@@ -848,10 +854,10 @@ impl Backend for SqliteBackend {
         };
         let data = match (data_id, data) {
             (None, _) => None,
-            (Some(_), Some((compression, hash, value))) => Some(StoredData {
+            (Some(_), Some((compression, checksum, value))) => Some(StoredData {
                 compression,
-                checksum: to_checksum(&hash)?,
-                value: Bytes::from(value),
+                checksum: checksum?,
+                value,
             }),
             (Some(data_id), None) => {
                 return Err(BackendError::Corrupt(format!(
