@@ -717,6 +717,14 @@ mod binary {
         assert_eq!(against(&admin, "truncate tid:0x10"), ok(""));
         assert_eq!(against(&admin, "check : 1700000000"), ok(""));
         assert_eq!(against(&admin, "flush_log"), ok(""));
+        // neoctl leaves once its notification is written, maybe before the admin's thread
+        // has taken it from the socket.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !admin.requests().contains(&Packet::FlushLog(FlushLog {}))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let requests = admin.requests();
         for expected in [
             Packet::SetClusterState(SetClusterState {

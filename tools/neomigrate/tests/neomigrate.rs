@@ -333,7 +333,17 @@ fn interrupted_import_and_export_resume_where_they_stopped() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let stopped_at = cluster.last_tid();
+    // The finishes already sent still commit (the master has them): wait until the
+    // cluster stops moving.
+    let mut stopped_at = cluster.last_tid();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = cluster.last_tid();
+        if now == stopped_at {
+            break;
+        }
+        stopped_at = now;
+    }
     assert!(
         stopped_at < 0x03d0_0000_0000_0000 + 2999 * 1000,
         "too fast to interrupt"
