@@ -285,7 +285,9 @@ impl Run {
         let level = self.args.compression_level;
         let mut pipeline = self.args.pipeline as usize;
         let mut totals = Totals::default();
-        loop {
+        // Several rounds only when a NEO/py master refuses overlaps: the second one says
+        // nothing of where it resumes.
+        for round in 0.. {
             let mut serials = HashMap::new();
             let start = import::find_start(source, &fs, &client, &mut serials)?;
             if let Start::After {
@@ -299,7 +301,7 @@ impl Run {
                      the cluster)",
                     hex(*tid)
                 );
-                if totals.transactions == 0 {
+                if round == 0 {
                     self.say(&text);
                     self.report.insert("resumed_after".into(), json!(hex(*tid)));
                 }
