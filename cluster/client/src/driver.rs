@@ -45,7 +45,6 @@ use neo_net::spin::Spinner;
 use neo_node::{ConnId, Input, Node, Outbox, Output, Time};
 use neo_protocol::{
     encode_message, Address, Decoder, HandshakeMode, Message, HANDSHAKE, MAX_PACKET_SIZE,
-    RESPONSE_MASK,
 };
 
 pub(crate) type Callback = Option<Arc<dyn Fn(&Invalidation) + Send + Sync>>;
@@ -205,9 +204,31 @@ impl Conn {
 }
 
 thread_local! {
-    /// While this thread is corked ([`Shared::cork`]): the connections whose writes it put
-    /// off, sent at once when uncorked or before it waits for an answer.
+    /// While this thread is corked ([`cork`]): the connections whose writes it put off,
+    /// sent at once when uncorked or before it waits for an answer.
     static CORKED: RefCell<Option<Vec<Arc<Conn>>>> = const { RefCell::new(None) };
+}
+
+/// Puts off this thread's writes until [`uncork`] or a call that waits for an answer
+/// (which uncorks): requests that complete at once, like stores, then go out in one write
+/// per connection. False if it was corked already (the outer cork sends).
+pub(crate) fn cork() -> bool {
+    CORKED.with(|corked| {
+        let mut corked = corked.borrow_mut();
+        if corked.is_some() {
+            return false;
+        }
+        *corked = Some(Vec::new());
+        true
+    })
+}
+
+/// Writes the connections this thread put off, and uncorks it.
+pub(crate) fn uncork() {
+    let held = CORKED.with(|corked| corked.borrow_mut().take().unwrap_or_default());
+    for conn in held {
+        conn.flush();
+    }
 }
 
 /// What is done after the core's lock is released.
@@ -430,33 +451,6 @@ impl Shared {
         }
     }
 
-    /// Puts off this thread's writes until [`Shared::uncork`] or a call that waits for an
-    /// answer (which uncorks): requests that complete at once, like stores, then go out in
-    /// one write per connection. False if it was corked already (the outer cork sends).
-    pub(crate) fn cork(&self) -> bool {
-        CORKED.with(|corked| {
-            let mut corked = corked.borrow_mut();
-            if corked.is_some() {
-                return false;
-            }
-            *corked = Some(Vec::new());
-            true
-        })
-    }
-
-    /// Sends what this thread put off and stops putting writes off.
-    pub(crate) fn uncork(&self) {
-        Self::send_put_off();
-    }
-
-    /// Writes the connections this thread put off, and uncorks it.
-    fn send_put_off() {
-        let held = CORKED.with(|corked| corked.borrow_mut().take().unwrap_or_default());
-        for conn in held {
-            conn.flush();
-        }
-    }
-
     /// Submits an operation and waits (at most `timeout`) for its completion.
     pub(crate) fn call(self: &Arc<Self>, operation: Operation, timeout: Duration) -> CallResult {
         self.call_then(operation, timeout, || {})
@@ -505,7 +499,7 @@ impl Shared {
         if !matches!(submitted, Submitted::Done(_)) {
             // The answer may depend on requests this thread put off, and while waiting this
             // thread may run the core, whose writes must go at once: uncorked for good.
-            Self::send_put_off();
+            uncork();
         }
         match submitted {
             Submitted::Done(result) => CallResult::Done(result),
@@ -739,21 +733,7 @@ impl Shared {
                 loop {
                     match decoder.next_message() {
                         Ok(Some(Message { msg_id, packet })) => {
-                            let conn = *id;
-                            let input = if packet.code() & RESPONSE_MASK != 0 {
-                                Input::Answer {
-                                    conn,
-                                    msg_id,
-                                    packet,
-                                }
-                            } else {
-                                Input::Packet {
-                                    conn,
-                                    msg_id,
-                                    packet,
-                                }
-                            };
-                            inputs.push((conn, input));
+                            inputs.push((*id, Input::received(*id, msg_id, packet)));
                         }
                         Ok(None) => break,
                         Err(e) => {

@@ -407,16 +407,16 @@ impl Client {
     /// in `f` that waits for an answer sends what was held back, and holds nothing back
     /// afterwards.
     pub fn corked<R>(&self, f: impl FnOnce() -> R) -> R {
-        struct Uncork<'a>(&'a driver::Shared);
-        impl Drop for Uncork<'_> {
+        struct Uncork;
+        impl Drop for Uncork {
             fn drop(&mut self) {
-                self.0.uncork();
+                driver::uncork();
             }
         }
-        if !self.shared.cork() {
+        if !driver::cork() {
             return f();
         }
-        let _uncork = Uncork(&self.shared);
+        let _uncork = Uncork;
         f()
     }
 

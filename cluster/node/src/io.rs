@@ -53,6 +53,26 @@ pub enum Input {
     Shutdown,
 }
 
+impl Input {
+    /// A packet read from connection `conn`: an answer to one of our requests (Error
+    /// included), or a request or notification of the peer.
+    pub fn received(conn: ConnId, msg_id: u32, packet: Packet) -> Input {
+        if packet.kind() == PacketKind::Answer {
+            Input::Answer {
+                conn,
+                msg_id,
+                packet,
+            }
+        } else {
+            Input::Packet {
+                conn,
+                msg_id,
+                packet,
+            }
+        }
+    }
+}
+
 /// What a node asks its driver to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use neo_node::{ConnId, Input, Node, Outbox, Output, Rng, Time};
-use neo_protocol::{Address, Bytes, Packet, PacketKind};
+use neo_protocol::{Address, Bytes, Packet};
 
 use crate::check::Checker;
 
@@ -937,19 +937,7 @@ impl World {
             }
         };
         let (msg_id, packet) = (message.msg_id, message.packet);
-        let input = if packet.kind() == PacketKind::Answer {
-            Input::Answer {
-                conn,
-                msg_id,
-                packet,
-            }
-        } else {
-            Input::Packet {
-                conn,
-                msg_id,
-                packet,
-            }
-        };
+        let input = Input::received(conn, msg_id, packet);
         self.input(end.node, input);
     }
 

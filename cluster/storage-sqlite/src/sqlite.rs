@@ -362,6 +362,50 @@ impl SqliteBackend {
         }
     }
 
+    /// [`Backend::store_object`] into `tobj`, `key` being (oid, ttid): inserts first, and
+    /// looks for the row it replaces only when the key is taken (a second store of the
+    /// object in one transaction, rare: looking first would cost a query per store).
+    fn store_temporary_object(
+        &mut self,
+        partition: u32,
+        oid: Oid,
+        key: (i64, i64),
+        data: Option<&StoredData>,
+        data_serial: Option<Tid>,
+    ) -> Result<()> {
+        let value_tid = data_serial.map(|t| to_i64(t.0)).transpose()?;
+        let data_id = self.store_data(partition, oid, data, data_serial)?;
+        let row = params![partition, key.0, key.1, data_id, value_tid];
+        let inserted = self
+            .conn
+            .prepare_cached("INSERT INTO tobj VALUES (?,?,?,?,?)")
+            .and_then(|mut statement| statement.execute(row));
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_primary_key_conflict(&e) => {
+                let previous: Option<Option<i64>> = self.query_opt(
+                    "SELECT data_id FROM tobj WHERE tid=? AND oid=?",
+                    params![key.1, key.0],
+                    |row| row.get(0),
+                )?;
+                self.exec(
+                    "DELETE FROM tobj WHERE tid=? AND oid=?",
+                    params![key.1, key.0],
+                )?;
+                self.exec("INSERT INTO tobj VALUES (?,?,?,?,?)", row)?;
+                // Held before the previous one is released: both may be the same row.
+                self.hold(data_id);
+                if let Some(Some(previous)) = previous {
+                    self.release(&[previous], true)?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(db_error(e)),
+        }
+        self.hold(data_id);
+        Ok(())
+    }
+
     fn load_data(&self, data_id: i64) -> Result<StoredData> {
         let row: Option<(u8, Vec<u8>, Vec<u8>)> = self.query_opt(
             "SELECT compression, hash, value FROM data WHERE id=?",
@@ -1114,71 +1158,38 @@ impl Backend for SqliteBackend {
         let value_tid = data_serial.map(|t| to_i64(t.0)).transpose()?;
         self.begin()?;
         if temporary {
-            let data_id = self.store_data(partition, oid, data, data_serial)?;
-            let inserted = self
-                .conn
-                .prepare_cached("INSERT INTO tobj VALUES (?,?,?,?,?)")
-                .and_then(|mut statement| {
-                    statement.execute(params![partition, key.0, key.1, data_id, value_tid])
-                });
-            match inserted {
-                Ok(_) => self.hold(data_id),
-                // A second store of the same object in one transaction replaces the first
-                // (rare: looking for one first would cost a query per store).
-                Err(e) if is_primary_key_conflict(&e) => {
-                    let previous: Option<Option<i64>> = self.query_opt(
-                        "SELECT data_id FROM tobj WHERE tid=? AND oid=?",
-                        params![key.1, key.0],
-                        |row| row.get(0),
-                    )?;
-                    self.exec(
-                        "DELETE FROM tobj WHERE tid=? AND oid=?",
-                        params![key.1, key.0],
-                    )?;
-                    self.exec(
-                        "INSERT INTO tobj VALUES (?,?,?,?,?)",
-                        params![partition, key.0, key.1, data_id, value_tid],
-                    )?;
-                    // Held before the previous one is released: both may be the same row.
-                    self.hold(data_id);
-                    if let Some(Some(previous)) = previous {
-                        self.release(&[previous], true)?;
-                    }
+            return self.store_temporary_object(partition, oid, key, data, data_serial);
+        }
+        // Replication may resend a record it stored before being interrupted: an identical
+        // row is fine, a different one is an error.
+        let existing: Option<(Option<i64>, Option<i64>)> = self.query_opt(
+            "SELECT data_id, value_tid FROM obj WHERE partition=? AND oid=? AND tid=?",
+            params![partition, key.0, key.1],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        if let Some((existing_data, existing_value_tid)) = existing {
+            let reused: Option<Option<i64>> = match value_tid {
+                Some(value_tid) => self.query_opt(
+                    "SELECT data_id FROM obj WHERE partition=? AND oid=? AND tid=?",
+                    params![partition, key.0, value_tid],
+                    |row| row.get(0),
+                )?,
+                None => None,
+            };
+            let same_data = match (reused, existing_data) {
+                (Some(reused), existing) => reused == existing,
+                (None, None) => data.is_none(),
+                (None, Some(id)) => {
+                    data.is_some_and(|data| self.load_data(id).is_ok_and(|stored| stored == *data))
                 }
-                Err(e) => return Err(db_error(e)),
+            };
+            if same_data && existing_value_tid == value_tid {
+                return Ok(());
             }
-            return Ok(());
-        } else {
-            // Replication may resend a record it stored before being interrupted: an
-            // identical row is fine, a different one is an error.
-            let existing: Option<(Option<i64>, Option<i64>)> = self.query_opt(
-                "SELECT data_id, value_tid FROM obj WHERE partition=? AND oid=? AND tid=?",
-                params![partition, key.0, key.1],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            if let Some((existing_data, existing_value_tid)) = existing {
-                let reused: Option<Option<i64>> = match value_tid {
-                    Some(value_tid) => self.query_opt(
-                        "SELECT data_id FROM obj WHERE partition=? AND oid=? AND tid=?",
-                        params![partition, key.0, value_tid],
-                        |row| row.get(0),
-                    )?,
-                    None => None,
-                };
-                let same_data = match (reused, existing_data) {
-                    (Some(reused), existing) => reused == existing,
-                    (None, None) => data.is_none(),
-                    (None, Some(id)) => data
-                        .is_some_and(|data| self.load_data(id).is_ok_and(|stored| stored == *data)),
-                };
-                if same_data && existing_value_tid == value_tid {
-                    return Ok(());
-                }
-                return Err(BackendError::Invalid(format!(
-                    "object {:016x} at {serial} is already stored with other content",
-                    oid.0
-                )));
-            }
+            return Err(BackendError::Invalid(format!(
+                "object {:016x} at {serial} is already stored with other content",
+                oid.0
+            )));
         }
         let data_id = self.store_data(partition, oid, data, data_serial)?;
         self.exec(

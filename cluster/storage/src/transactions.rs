@@ -839,15 +839,7 @@ impl<B: Backend> Storage<B> {
                 // whose client may already know it committed (a migration stores right
                 // after): the store waits for the unlock, which runs the queue again.
                 None if self.tm.is_locked_tid(data_serial) => {
-                    self.queue_write(
-                        ttid,
-                        Delayed::Store {
-                            conn,
-                            msg_id,
-                            store,
-                        },
-                    );
-                    return Ok(());
+                    return self.delay_store(conn, msg_id, store);
                 }
                 None if self.table.is_readable(partition, self.own()) => {
                     out.error(
@@ -862,17 +854,7 @@ impl<B: Backend> Storage<B> {
             }
         }
         let conflict = match self.lock_object(ttid, store.serial, oid, out)? {
-            Lock::Delay => {
-                self.queue_write(
-                    ttid,
-                    Delayed::Store {
-                        conn,
-                        msg_id,
-                        store,
-                    },
-                );
-                return Ok(());
-            }
+            Lock::Delay => return self.delay_store(conn, msg_id, store),
             Lock::Conflict(tid) => Some(tid),
             Lock::NonReadable => {
                 info!("ignore store of {oid} by {ttid}: unassigned partition");
@@ -901,6 +883,20 @@ impl<B: Backend> Storage<B> {
             }
         };
         out.answer(conn, msg_id, AnswerStoreObject { conflict });
+        Ok(())
+    }
+
+    /// Runs `store` again when the queue next runs (an unlock or an abort).
+    fn delay_store(&mut self, conn: ConnId, msg_id: u32, store: AskStoreObject) -> Handled {
+        let ttid = store.ttid;
+        self.queue_write(
+            ttid,
+            Delayed::Store {
+                conn,
+                msg_id,
+                store,
+            },
+        );
         Ok(())
     }
 

@@ -157,28 +157,21 @@ impl<'a> ClusterTids<'a> {
     }
 
     fn next(&mut self) -> Result<Option<u64>> {
-        if let Some(tid) = self.page.next() {
-            self.previous = tid.0;
-            return Ok(Some(tid.0));
+        if self.page.len() == 0 && !self.exhausted {
+            let min = if self.previous == 0 {
+                Tid::ZERO
+            } else {
+                Tid(self.previous + 1)
+            };
+            let page = self.client.tids_from(min, self.last, Self::PAGE)?;
+            self.exhausted = page.len() < Self::PAGE as usize;
+            self.page = page.into_iter();
         }
-        if self.exhausted {
-            return Ok(None);
+        let tid = self.page.next().map(|tid| tid.0);
+        if let Some(tid) = tid {
+            self.previous = tid;
         }
-        let min = if self.previous == 0 {
-            Tid::ZERO
-        } else {
-            Tid(self.previous + 1)
-        };
-        let page = self.client.tids_from(min, self.last, Self::PAGE)?;
-        self.exhausted = page.len() < Self::PAGE as usize;
-        self.page = page.into_iter();
-        match self.page.next() {
-            Some(tid) => {
-                self.previous = tid.0;
-                Ok(Some(tid.0))
-            }
-            None => Ok(None),
-        }
+        Ok(tid)
     }
 }
 
@@ -318,8 +311,7 @@ impl std::fmt::Display for OverlapRefused {
         write!(
             f,
             "the master refuses overlapping transactions with explicit TIDs (a NEO/py master \
-             does): run again with --pipeline 1 ({} transactions migrated by this run; the \
-             next run resumes after the last one committed)",
+             does), after {} transactions migrated",
             self.0.transactions
         )
     }

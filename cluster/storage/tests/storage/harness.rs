@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use neo_node::{ConnId, Input, Node, Outbox, Output};
 use neo_protocol::{
     AcceptIdentification, Address, Bytes, Cell, CellState, Nid, NodeInfo, NodeState, NodeType,
-    NotifyNodeInformation, Packet, PacketKind, Row, SendPartitionTable, StartOperation,
+    NotifyNodeInformation, Packet, Row, SendPartitionTable, StartOperation,
 };
 use neo_storage::{Config, MemoryBackend, MemoryDisk, Storage};
 
@@ -69,19 +69,7 @@ impl Harness {
 
     pub fn packet(&mut self, conn: ConnId, msg_id: u32, packet: impl Into<Packet>) -> Vec<Output> {
         let packet = packet.into();
-        let input = if packet.kind() == PacketKind::Answer {
-            Input::Answer {
-                conn,
-                msg_id,
-                packet,
-            }
-        } else {
-            Input::Packet {
-                conn,
-                msg_id,
-                packet,
-            }
-        };
+        let input = Input::received(conn, msg_id, packet);
         let mut outputs = self.feed(input);
         // Nothing else is pending in a hand-driven test: background work runs now.
         while self.storage.wants_idle() {
@@ -242,19 +230,7 @@ impl Router {
                         self.to_master.push((from, msg_id, packet));
                     } else if let Some(&(to, peer_conn)) = self.pipes.get(&(from, conn)) {
                         self.log.push((from, packet.clone()));
-                        let input = if packet.kind() == PacketKind::Answer {
-                            Input::Answer {
-                                conn: peer_conn,
-                                msg_id,
-                                packet,
-                            }
-                        } else {
-                            Input::Packet {
-                                conn: peer_conn,
-                                msg_id,
-                                packet,
-                            }
-                        };
+                        let input = Input::received(peer_conn, msg_id, packet);
                         self.queue.push_back((to, input));
                     }
                 }
