@@ -101,9 +101,7 @@ impl Codec {
         checksum_sent: &Checksum,
         data: &Bytes,
     ) -> Result<Bytes, CodecError> {
-        if checksum(data) != *checksum_sent {
-            return Err(CodecError::WrongChecksum);
-        }
+        verify(checksum_sent, data)?;
         self.decompress(compression, data)
     }
 
@@ -160,10 +158,15 @@ pub fn decode(
     checksum_sent: &Checksum,
     data: &Bytes,
 ) -> Result<Bytes, CodecError> {
+    verify(checksum_sent, data)?;
+    decompress(compression, data)
+}
+
+fn verify(checksum_sent: &Checksum, data: &[u8]) -> Result<(), CodecError> {
     if checksum(data) != *checksum_sent {
         return Err(CodecError::WrongChecksum);
     }
-    decompress(compression, data)
+    Ok(())
 }
 
 /// Decompresses without checking (the `ignore_wrong_checksum` path).
