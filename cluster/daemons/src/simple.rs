@@ -261,13 +261,17 @@ impl Cluster {
         let path = bin_dir.join(program);
         let mut command = Command::new(&path);
         command.args(&args);
-        // The daemons get no Ctrl-C from the terminal (only neosimple does, and stops them
-        // in order), and die with neosimple if it is killed.
-        command.process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches nothing of the parent's state.
+        // Each daemon runs in a session of its own, as under systemd or an init script: it
+        // gets no Ctrl-C from the terminal (only neosimple does, and stops them in order),
+        // and with the kernel's autogroup scheduling it is a scheduling group of its own,
+        // not sharing one with the applications started from the same terminal. The
+        // daemons die with neosimple if it is killed.
+        // SAFETY: prctl and setsid are async-signal-safe and touch nothing of the parent's
+        // state; setsid cannot fail in a child that leads no process group.
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::setsid();
                 Ok(())
             });
         }

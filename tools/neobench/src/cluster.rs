@@ -110,10 +110,17 @@ impl OwnCluster {
         let mut command = Command::new(&path);
         command.args(&args).stdout(Stdio::null()).stderr(stderr);
         // The daemons die with us even if we are killed (no orphan holding the ports).
-        // SAFETY: prctl is async-signal-safe and touches nothing of the parent's state.
+        // Each runs in a session of its own, as a daemon started by systemd or an init
+        // script does: with the kernel's autogroup scheduling (on by default), a session
+        // is one scheduling group, and a storage in ours would get a seventeenth of the
+        // CPU against 16 load threads, preempted by each one it answers (measured: 17,000
+        // preemptions/s and 60-95k loads/s, against 2,000/s and 100-120k/s on their own).
+        // SAFETY: prctl and setsid are async-signal-safe and touch nothing of the parent's
+        // state; setsid cannot fail in a child that leads no process group.
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::setsid();
                 Ok(())
             });
         }
