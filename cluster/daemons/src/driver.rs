@@ -17,6 +17,7 @@
 //! shared machine, to be moved next to the reader by the kernel's wakeup).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -89,6 +90,10 @@ pub fn install_shutdown_signals() -> io::Result<()> {
 /// Takes the pending SIGINT/SIGTERM, if any (0 when none), for programs that are not
 /// nodes (neosimple).
 pub fn take_shutdown_signal() -> i32 {
+    // Looked at once per event: a plain load costs less than a swap when none is pending.
+    if SHUTDOWN_SIGNAL.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
     SHUTDOWN_SIGNAL.swap(0, Ordering::SeqCst)
 }
 
@@ -154,7 +159,7 @@ impl Driver {
             conns: Connections::default(),
             outbox: Outbox::new(),
             outputs: Vec::new(),
-            corked: HashMap::new(),
+            corked: IdMap::default(),
             dirty: Vec::new(),
             inputs: VecDeque::new(),
             logger,
@@ -177,13 +182,40 @@ impl Driver {
     }
 }
 
+/// Hashes connection ids, which this process assigns (peers do not choose them) and
+/// which are mostly consecutive: one multiplication instead of SipHash's rounds, in maps
+/// looked up several times per packet.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // An odd multiplier spreads consecutive ids over the buckets (low bits) and gives
+        // the table's tags (high bits) mixed bits.
+        self.0 = (self.0.rotate_left(5) ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by connection ids.
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
 /// The two-way mapping between the node's connection ids and the network's.
 #[derive(Default)]
 struct Connections {
-    handles: HashMap<ConnId, ConnectionHandle>,
-    by_net: HashMap<neo_net::ConnectionId, ConnId>,
+    handles: IdMap<ConnId, ConnectionHandle>,
+    by_net: IdMap<neo_net::ConnectionId, ConnId>,
     /// Peers' NIDs learnt from identification, for packet logs.
-    peer_nids: HashMap<ConnId, Nid>,
+    peer_nids: IdMap<ConnId, Nid>,
     /// Connections the node closed whose close is not done yet (waited for at exit, so
     /// that their last packets are sent).
     closing: HashSet<neo_net::ConnectionId>,
@@ -219,7 +251,7 @@ struct Loop<'a> {
     /// Packets encoded for each connection during the current batch of events, written
     /// with one command (and often one syscall) per connection when the batch ends. The
     /// buffers stay with their connection, to be reused.
-    corked: HashMap<ConnId, Vec<u8>>,
+    corked: IdMap<ConnId, Vec<u8>>,
     /// The connections whose buffer in `corked` holds something, in order of first use.
     dirty: Vec<ConnId>,
     /// Inputs the driver produced itself (a connection that failed before reaching the
@@ -255,11 +287,16 @@ impl Loop<'_> {
                 }
                 continue;
             }
+            // The time read for the deadline also serves an event already waiting: the
+            // clock is read once per event.
+            let mut clock = None;
             let wait = match node.deadline() {
                 Some(deadline) => {
-                    let left = deadline - now();
+                    let now = now();
+                    clock = Some(now);
+                    let left = deadline - now;
                     if left <= 0.0 {
-                        if let Some(code) = self.feed(node, Input::Timer) {
+                        if let Some(code) = self.feed_at(node, now, Input::Timer) {
                             return code;
                         }
                         continue;
@@ -277,6 +314,7 @@ impl Loop<'_> {
                     if batch >= BATCH_EVENTS {
                         batch = 0;
                         self.uncork_all();
+                        clock = None;
                     }
                     Some(event)
                 }
@@ -322,6 +360,8 @@ impl Loop<'_> {
                     } else {
                         events.recv_timeout(wait)
                     };
+                    // Time passed while waiting.
+                    clock = None;
                     match event {
                         Ok(event) => event,
                         Err(RecvTimeoutError::Timeout) => continue,
@@ -333,7 +373,8 @@ impl Loop<'_> {
                 }
             };
             if let Some(input) = self.translate(event) {
-                if let Some(code) = self.feed(node, input) {
+                let now = clock.unwrap_or_else(now);
+                if let Some(code) = self.feed_at(node, now, input) {
                     return code;
                 }
             }
@@ -456,7 +497,12 @@ impl Loop<'_> {
 
     /// Gives one input to the node and performs what it asks; `Some(code)` when it exits.
     fn feed<N: Node>(&mut self, node: &mut N, input: Input) -> Option<i32> {
-        node.handle(now(), input, &mut self.outbox);
+        self.feed_at(node, now(), input)
+    }
+
+    /// [`Loop::feed`] with the time already read.
+    fn feed_at<N: Node>(&mut self, node: &mut N, now: Time, input: Input) -> Option<i32> {
+        node.handle(now, input, &mut self.outbox);
         let mut outputs = std::mem::take(&mut self.outputs);
         outputs.extend(self.outbox.drain());
         let mut code = None;
@@ -545,19 +591,17 @@ impl Loop<'_> {
     }
 
     fn send(&mut self, conn: ConnId, msg_id: u32, packet: Packet) {
+        if self.logger.is_some() || packet_learns_nid(&packet) {
+            if let Some(peer_addr) = self.conns.handles.get(&conn).map(|h| h.peer_addr()) {
+                self.sent(conn, msg_id, &packet, peer_addr);
+            }
+        }
         let Some(handle) = self.conns.handles.get(&conn) else {
             tracing::debug!(
                 conn,
                 packet = packet.name(),
                 "send on a closed connection dropped"
             );
-            return;
-        };
-        if self.logger.is_some() || packet_learns_nid(&packet) {
-            let peer_addr = handle.peer_addr();
-            self.sent(conn, msg_id, &packet, peer_addr);
-        }
-        let Some(handle) = self.conns.handles.get(&conn) else {
             return;
         };
         let bytes = self.corked.entry(conn).or_default();

@@ -7,12 +7,16 @@
 //! reference-counted implicitly: a row is deleted once no `obj` row references it and no
 //! in-memory reference (one per `tobj` row) holds it.
 
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Params, Row};
+use rusqlite::{
+    params, Connection, ErrorCode, OptionalExtension, Params, PrepFlags, Row, Statement,
+};
 
 use neo_protocol::{Bytes, CellState, Checksum, Nid, Oid, PackInfo, Tid};
 use neo_storage::backend::{
@@ -35,7 +39,11 @@ pub struct OpenOptions {
 
 /// The storage's database in a SQLite file, in NEO/py's format.
 pub struct SqliteBackend {
-    conn: Connection,
+    /// Declared (so dropped) before `conn`, which they borrow.
+    loads: OnceCell<LoadStatements>,
+    /// In an `Rc` so that its address stays when the backend moves: `loads` holds
+    /// references to it. Never replaced.
+    conn: Rc<Connection>,
     path: String,
     dedup: bool,
     /// Number of partitions: `max(pt.partition) + 1`, 0 without a partition table.
@@ -122,7 +130,8 @@ impl SqliteBackend {
         )
         .map_err(db_error)?;
         let mut backend = SqliteBackend {
-            conn,
+            loads: OnceCell::new(),
+            conn: Rc::new(conn),
             path: parsed.path,
             dedup: options.dedup,
             np: 0,
@@ -143,7 +152,13 @@ impl SqliteBackend {
 
     /// Closes the connection (uncommitted writes are lost) and releases the lock.
     pub fn close(self) -> Result<()> {
-        let SqliteBackend { conn, _lock, .. } = self;
+        let SqliteBackend {
+            loads, conn, _lock, ..
+        } = self;
+        // Finalized first: a connection with live statements does not close.
+        drop(loads);
+        let conn = Rc::into_inner(conn)
+            .ok_or_else(|| BackendError::Database("the connection is still borrowed".into()))?;
         conn.close().map_err(|(_, e)| db_error(e))?;
         drop(_lock);
         Ok(())
@@ -218,6 +233,15 @@ impl SqliteBackend {
                 .map_err(db_error)?;
         }
         Ok(())
+    }
+
+    /// The load statements, prepared at the first load.
+    fn loads(&self) -> Result<&LoadStatements> {
+        if let Some(loads) = self.loads.get() {
+            return Ok(loads);
+        }
+        let loads = LoadStatements::prepare(&self.conn).map_err(db_error)?;
+        Ok(self.loads.get_or_init(|| loads))
     }
 
     fn drop_tables(&mut self) -> Result<()> {
@@ -840,9 +864,7 @@ impl Backend for SqliteBackend {
     ) -> Result<Option<ObjectRecord>> {
         let partition = self.partition_of(oid.0)?;
         let key = to_i64(oid.0)?;
-        // One statement per load: the revision, its data (LEFT JOIN: a deletion has
-        // none) and, for a non-current revision, the next serial. The current revision
-        // (the common load) has no next one by definition.
+        // One statement per load (see LoadStatements).
         type Found = (
             i64,
             Option<i64>,
@@ -864,35 +886,40 @@ impl Backend for SqliteBackend {
             };
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, data))
         };
+        self.begin()?;
+        let loads = self.loads()?;
         let found: Option<Found> = match (at, before) {
-            (Some(at), _) => self.query_opt(
-                "SELECT o.tid, o.data_id, o.value_tid, \
-                 (SELECT n.tid FROM obj AS n WHERE n.partition=o.partition AND n.oid=o.oid \
-                 AND n.tid>o.tid ORDER BY n.tid LIMIT 1), \
-                 d.compression, d.hash, d.value \
-                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
-                 WHERE o.partition=? AND o.oid=? AND o.tid=?",
-                params![partition, key, to_i64(at.0)?],
-                map,
-            )?,
-            (None, Some(before)) => self.query_opt(
-                "SELECT o.tid, o.data_id, o.value_tid, \
-                 (SELECT n.tid FROM obj AS n WHERE n.partition=o.partition AND n.oid=o.oid \
-                 AND n.tid>o.tid ORDER BY n.tid LIMIT 1), \
-                 d.compression, d.hash, d.value \
-                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
-                 WHERE o.partition=? AND o.oid=? AND o.tid<? ORDER BY o.tid DESC LIMIT 1",
-                params![partition, key, to_i64(before.0)?],
-                map,
-            )?,
-            (None, None) => self.query_opt(
-                "SELECT o.tid, o.data_id, o.value_tid, NULL, d.compression, d.hash, d.value \
-                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
-                 WHERE o.partition=? AND o.oid=? ORDER BY o.tid DESC LIMIT 1",
-                params![partition, key],
-                map,
-            )?,
-        };
+            (Some(at), _) => loads
+                .at
+                .borrow_mut()
+                .query_row(params![partition, key, to_i64(at.0)?], map)
+                .optional(),
+            (None, Some(before)) => {
+                // Most loads are of the current revision (the reader knows of no later
+                // commit of the object): the current revision's query finds it with one
+                // index search, where the general one also searches for the next serial.
+                let before = to_i64(before.0)?;
+                match loads
+                    .current
+                    .borrow_mut()
+                    .query_row(params![partition, key], map)
+                    .optional()
+                {
+                    Ok(Some(current)) if current.0 >= before => loads
+                        .before
+                        .borrow_mut()
+                        .query_row(params![partition, key, before], map)
+                        .optional(),
+                    found => found,
+                }
+            }
+            (None, None) => loads
+                .current
+                .borrow_mut()
+                .query_row(params![partition, key], map)
+                .optional(),
+        }
+        .map_err(db_error)?;
         let Some((serial, data_id, value_tid, next, data)) = found else {
             return Ok(None);
         };
@@ -1378,6 +1405,57 @@ impl Backend for SqliteBackend {
                 Ok((Tid(id), pack))
             })
             .collect()
+    }
+}
+
+/// The queries of a load, prepared once for the connection's life: through the statement
+/// cache, every load hashed its SQL (about 200 bytes) twice and copied it into a new key.
+/// Each is one statement: the revision, its data (LEFT JOIN: a deletion has none) and, for
+/// a non-current revision, the next serial (the current revision has none by definition).
+struct LoadStatements {
+    /// The current revision: (partition, oid).
+    current: RefCell<Statement<'static>>,
+    /// The revision of a serial: (partition, oid, serial).
+    at: RefCell<Statement<'static>>,
+    /// The last revision before a TID: (partition, oid, tid).
+    before: RefCell<Statement<'static>>,
+}
+
+impl LoadStatements {
+    fn prepare(conn: &Rc<Connection>) -> rusqlite::Result<LoadStatements> {
+        let prepare = |sql: &str| -> rusqlite::Result<RefCell<Statement<'static>>> {
+            let statement = conn.prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)?;
+            // SAFETY: the statement borrows the connection inside the backend's `Rc`, whose
+            // address stays when the backend moves. The backend never replaces that `Rc`,
+            // and drops it (or closes the connection) only after its `loads`, which own the
+            // statements; nothing else gets the statements or the lifetime.
+            let statement =
+                unsafe { std::mem::transmute::<Statement<'_>, Statement<'static>>(statement) };
+            Ok(RefCell::new(statement))
+        };
+        Ok(LoadStatements {
+            current: prepare(
+                "SELECT o.tid, o.data_id, o.value_tid, NULL, d.compression, d.hash, d.value \
+                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
+                 WHERE o.partition=? AND o.oid=? ORDER BY o.tid DESC LIMIT 1",
+            )?,
+            at: prepare(
+                "SELECT o.tid, o.data_id, o.value_tid, \
+                 (SELECT n.tid FROM obj AS n WHERE n.partition=o.partition AND n.oid=o.oid \
+                 AND n.tid>o.tid ORDER BY n.tid LIMIT 1), \
+                 d.compression, d.hash, d.value \
+                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
+                 WHERE o.partition=? AND o.oid=? AND o.tid=?",
+            )?,
+            before: prepare(
+                "SELECT o.tid, o.data_id, o.value_tid, \
+                 (SELECT n.tid FROM obj AS n WHERE n.partition=o.partition AND n.oid=o.oid \
+                 AND n.tid>o.tid ORDER BY n.tid LIMIT 1), \
+                 d.compression, d.hash, d.value \
+                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
+                 WHERE o.partition=? AND o.oid=? AND o.tid<? ORDER BY o.tid DESC LIMIT 1",
+            )?,
+        })
     }
 }
 

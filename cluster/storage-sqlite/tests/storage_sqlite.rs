@@ -1371,6 +1371,34 @@ mod transactions {
         );
         let current = backend.object(Oid(3), None, None).unwrap().unwrap();
         assert_eq!((current.serial, current.next_serial), (Tid(0x31), None));
+        // A load before any TID agrees with the history, whether it finds the current
+        // revision (read without looking for a next serial) or an older one.
+        for oid in [2, 3, 4, 5] {
+            let serials: Vec<Tid> = backend
+                .object_history(Oid(oid), 0, 100)
+                .unwrap()
+                .into_iter()
+                .map(|(serial, _)| serial)
+                .collect();
+            for before in 0x10..0x43 {
+                let found = backend.object(Oid(oid), None, Some(Tid(before))).unwrap();
+                let expected = serials.iter().position(|s| s.0 < before).map(|i| {
+                    let at = backend.object(Oid(oid), Some(serials[i]), None).unwrap();
+                    (serials[i], i.checked_sub(1).map(|n| serials[n]), at)
+                });
+                match (found, expected) {
+                    (None, None) => {}
+                    (Some(found), Some((serial, next, at))) => {
+                        assert_eq!(found.serial, serial, "oid {oid} before {before:#x}");
+                        assert_eq!(found.next_serial, next, "oid {oid} before {before:#x}");
+                        assert_eq!(Some(found), at, "oid {oid} before {before:#x}");
+                    }
+                    (found, expected) => {
+                        panic!("oid {oid} before {before:#x}: {found:?} != {expected:?}")
+                    }
+                }
+            }
+        }
         assert_eq!(
             backend.tids_range(1, Tid(0x11), Tid(0x41), 2).unwrap(),
             vec![Tid(0x11), Tid(0x21)]
