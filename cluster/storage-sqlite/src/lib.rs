@@ -11,6 +11,7 @@
 
 mod connection;
 mod lock;
+mod prepared;
 mod schema;
 mod sqlite;
 

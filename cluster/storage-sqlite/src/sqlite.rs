@@ -10,13 +10,10 @@
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::rc::Rc;
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{
-    params, Connection, ErrorCode, OptionalExtension, Params, PrepFlags, Row, Statement,
-};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Params, Row};
 
 use neo_protocol::{Bytes, CellState, Checksum, Nid, Oid, PackInfo, Tid};
 use neo_storage::backend::{
@@ -25,6 +22,7 @@ use neo_storage::backend::{
 
 use crate::connection::ConnectionString;
 use crate::lock::{lock_file, FileLock};
+use crate::prepared::{Columns, Prepared};
 use crate::schema;
 
 /// How to open a database.
@@ -39,11 +37,10 @@ pub struct OpenOptions {
 
 /// The storage's database in a SQLite file, in NEO/py's format.
 pub struct SqliteBackend {
-    /// Declared (so dropped) before `conn`, which they borrow.
+    /// Declared (so dropped) before `conn`: statements must be finalized before their
+    /// connection closes.
     loads: OnceCell<LoadStatements>,
-    /// In an `Rc` so that its address stays when the backend moves: `loads` holds
-    /// references to it. Never replaced.
-    conn: Rc<Connection>,
+    conn: Connection,
     path: String,
     dedup: bool,
     /// Number of partitions: `max(pt.partition) + 1`, 0 without a partition table.
@@ -131,7 +128,7 @@ impl SqliteBackend {
         .map_err(db_error)?;
         let mut backend = SqliteBackend {
             loads: OnceCell::new(),
-            conn: Rc::new(conn),
+            conn,
             path: parsed.path,
             dedup: options.dedup,
             np: 0,
@@ -157,8 +154,6 @@ impl SqliteBackend {
         } = self;
         // Finalized first: a connection with live statements does not close.
         drop(loads);
-        let conn = Rc::into_inner(conn)
-            .ok_or_else(|| BackendError::Database("the connection is still borrowed".into()))?;
         conn.close().map_err(|(_, e)| db_error(e))?;
         drop(_lock);
         Ok(())
@@ -240,7 +235,7 @@ impl SqliteBackend {
         if let Some(loads) = self.loads.get() {
             return Ok(loads);
         }
-        let loads = LoadStatements::prepare(&self.conn).map_err(db_error)?;
+        let loads = LoadStatements::prepare(&self.conn)?;
         Ok(self.loads.get_or_init(|| loads))
     }
 
@@ -870,30 +865,42 @@ impl Backend for SqliteBackend {
             Option<i64>,
             Option<i64>,
             Option<i64>,
-            Option<(u8, Result<Checksum>, Bytes)>,
+            Option<(u8, Checksum, Bytes)>,
         );
         // The blobs are read in place: the hash into the checksum, the value copied once
         // into the answer's buffer.
-        let map = |row: &Row<'_>| -> rusqlite::Result<Found> {
-            let compression: Option<u8> = row.get(4)?;
-            let data = match compression {
-                Some(compression) => Some((
-                    compression,
-                    to_checksum(row.get_ref(5)?.as_blob()?),
-                    Bytes::copy_from_slice(row.get_ref(6)?.as_blob()?),
-                )),
+        let map = |row: &Columns<'_>| -> Result<Found> {
+            let data = match row.int(4)? {
+                Some(compression) => {
+                    let compression = u8::try_from(compression).map_err(|_| {
+                        BackendError::Corrupt(format!("bad compression {compression}"))
+                    })?;
+                    let (Some(hash), Some(value)) = (row.blob(5)?, row.blob(6)?) else {
+                        return Err(BackendError::Corrupt(
+                            "data row without hash or value".into(),
+                        ));
+                    };
+                    Some((
+                        compression,
+                        to_checksum(hash)?,
+                        Bytes::copy_from_slice(value),
+                    ))
+                }
                 None => None,
             };
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, data))
+            let serial = row
+                .int(0)?
+                .ok_or_else(|| BackendError::Corrupt("object row without tid".into()))?;
+            Ok((serial, row.int(1)?, row.int(2)?, row.int(3)?, data))
         };
         self.begin()?;
         let loads = self.loads()?;
+        let partition = i64::from(partition);
         let found: Option<Found> = match (at, before) {
             (Some(at), _) => loads
                 .at
                 .borrow_mut()
-                .query_row(params![partition, key, to_i64(at.0)?], map)
-                .optional(),
+                .query_row(&[partition, key, to_i64(at.0)?], map)?,
             (None, Some(before)) => {
                 // Most loads are of the current revision (the reader knows of no later
                 // commit of the object): the current revision's query finds it with one
@@ -902,24 +909,20 @@ impl Backend for SqliteBackend {
                 match loads
                     .current
                     .borrow_mut()
-                    .query_row(params![partition, key], map)
-                    .optional()
+                    .query_row(&[partition, key], map)?
                 {
-                    Ok(Some(current)) if current.0 >= before => loads
+                    Some(current) if current.0 >= before => loads
                         .before
                         .borrow_mut()
-                        .query_row(params![partition, key, before], map)
-                        .optional(),
+                        .query_row(&[partition, key, before], map)?,
                     found => found,
                 }
             }
             (None, None) => loads
                 .current
                 .borrow_mut()
-                .query_row(params![partition, key], map)
-                .optional(),
-        }
-        .map_err(db_error)?;
+                .query_row(&[partition, key], map)?,
+        };
         let Some((serial, data_id, value_tid, next, data)) = found else {
             return Ok(None);
         };
@@ -927,7 +930,7 @@ impl Backend for SqliteBackend {
             (None, _) => None,
             (Some(_), Some((compression, checksum, value))) => Some(StoredData {
                 compression,
-                checksum: checksum?,
+                checksum,
                 value,
             }),
             (Some(data_id), None) => {
@@ -1408,31 +1411,22 @@ impl Backend for SqliteBackend {
     }
 }
 
-/// The queries of a load, prepared once for the connection's life: through the statement
-/// cache, every load hashed its SQL (about 200 bytes) twice and copied it into a new key.
+/// The queries of a load, prepared once for the connection's life (see [`Prepared`]).
 /// Each is one statement: the revision, its data (LEFT JOIN: a deletion has none) and, for
 /// a non-current revision, the next serial (the current revision has none by definition).
+/// Columns: tid, data_id, value_tid, next serial, compression, hash, value.
 struct LoadStatements {
     /// The current revision: (partition, oid).
-    current: RefCell<Statement<'static>>,
+    current: RefCell<Prepared>,
     /// The revision of a serial: (partition, oid, serial).
-    at: RefCell<Statement<'static>>,
+    at: RefCell<Prepared>,
     /// The last revision before a TID: (partition, oid, tid).
-    before: RefCell<Statement<'static>>,
+    before: RefCell<Prepared>,
 }
 
 impl LoadStatements {
-    fn prepare(conn: &Rc<Connection>) -> rusqlite::Result<LoadStatements> {
-        let prepare = |sql: &str| -> rusqlite::Result<RefCell<Statement<'static>>> {
-            let statement = conn.prepare_with_flags(sql, PrepFlags::SQLITE_PREPARE_PERSISTENT)?;
-            // SAFETY: the statement borrows the connection inside the backend's `Rc`, whose
-            // address stays when the backend moves. The backend never replaces that `Rc`,
-            // and drops it (or closes the connection) only after its `loads`, which own the
-            // statements; nothing else gets the statements or the lifetime.
-            let statement =
-                unsafe { std::mem::transmute::<Statement<'_>, Statement<'static>>(statement) };
-            Ok(RefCell::new(statement))
-        };
+    fn prepare(conn: &Connection) -> Result<LoadStatements> {
+        let prepare = |sql: &str| Prepared::new(conn, sql).map(RefCell::new);
         Ok(LoadStatements {
             current: prepare(
                 "SELECT o.tid, o.data_id, o.value_tid, NULL, d.compression, d.hash, d.value \
