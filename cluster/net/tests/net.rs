@@ -710,8 +710,10 @@ fn neo_py_master_accepts_our_admin(polled: bool) {
         eprintln!("neo_py_master_accepts_our_admin: skipped (set NEO_PY_DIR and NEO_PY_PYTHON)");
         return;
     };
-    // A free port below the ephemeral range.
-    let port = (21000..32000)
+    // A free port below the ephemeral range, in a range of its own for each variant: the
+    // two run in parallel, and the same first free port would make their masters collide.
+    let first = if polled { 26000 } else { 21000 };
+    let port = (first..first + 5000)
         .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .unwrap();
     let master_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
