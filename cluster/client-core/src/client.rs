@@ -50,7 +50,9 @@ pub struct Client {
     txns: BTreeMap<Tid, Txn>,
     /// Operations waiting for the master connection to be ready.
     waiting: Vec<(OpId, Operation)>,
-    reads: BTreeMap<u64, Read>,
+    /// Boxed: a `Read` is a few hundred bytes, which the map would copy as it moves
+    /// entries (one insert and one removal per load).
+    reads: BTreeMap<u64, Box<Read>>,
     next_read: u64,
     multis: BTreeMap<OpId, Multi>,
     completions: Vec<(OpId, Result<Reply, ClientError>)>,
@@ -1295,7 +1297,7 @@ impl Client {
         self.next_read += 1;
         self.reads.insert(
             read,
-            Read {
+            Box::new(Read {
                 op,
                 target,
                 packet,
@@ -1307,14 +1309,15 @@ impl Client {
                 wrong_checksum: None,
                 record: None,
                 load_current,
-            },
+            }),
         );
         self.send_read(read, out);
     }
 
     /// Candidates in preference order: readable cells not recently failed, randomly,
-    /// then the failed ones by failure expiry.
-    fn read_candidates(&mut self, partition: u32) -> Vec<Nid> {
+    /// then the failed ones by failure expiry. Each comes with its sort key (kept rather
+    /// than collected into another vector: this runs at every load).
+    fn read_candidates(&mut self, partition: u32) -> Vec<(f64, Nid)> {
         let Some(pt) = &self.pt else {
             return Vec::new();
         };
@@ -1330,7 +1333,7 @@ impl Client {
             keyed.push((key, nid));
         }
         keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
-        keyed.into_iter().map(|(_, nid)| nid).collect()
+        keyed
     }
 
     fn send_read(&mut self, read: u64, out: &mut Outbox) {
@@ -1339,7 +1342,7 @@ impl Client {
         };
         let target = r.target;
         let candidates = match target {
-            ReadTarget::Node(nid) => vec![nid],
+            ReadTarget::Node(nid) => vec![(0.0, nid)],
             ReadTarget::Partition(partition) => {
                 if self.pt.is_none() {
                     return self.read_failed(read, ClientError::PrimaryMasterLost, out);
@@ -1351,7 +1354,11 @@ impl Client {
             let Some(r) = self.reads.get_mut(&read) else {
                 return;
             };
-            let Some(nid) = candidates.iter().copied().find(|n| !r.tried.contains(n)) else {
+            let Some(nid) = candidates
+                .iter()
+                .map(|&(_, nid)| nid)
+                .find(|n| !r.tried.contains(n))
+            else {
                 break;
             };
             r.tried.push(nid);

@@ -34,7 +34,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -86,11 +86,24 @@ fn queue_invalidations(queue: &mut VecDeque<Invalidation>, new: &[Invalidation])
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The core's time at `instant`: seconds since the epoch, counted on the monotonic clock
+/// from the wall clock's reading at the first call (the core measures only delays with
+/// it). Derived from an `Instant`, so that one reading of the clock serves both the
+/// driver's own waits and the core.
+pub(crate) fn time_of(instant: Instant) -> Time {
+    static ORIGIN: OnceLock<(Instant, Time)> = OnceLock::new();
+    let (origin, wall) = *ORIGIN.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        (instant, wall)
+    });
+    wall + instant.saturating_duration_since(origin).as_secs_f64()
+}
+
 pub(crate) fn now() -> Time {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    time_of(Instant::now())
 }
 
 pub(crate) fn random_seed() -> u64 {
@@ -270,7 +283,12 @@ struct State {
 
 impl State {
     fn feed(&mut self, input: Input) {
-        self.core.handle(now(), input, &mut self.outbox);
+        self.feed_at(now(), input);
+    }
+
+    /// Like [`State::feed`] with the time already read.
+    fn feed_at(&mut self, time: Time, input: Input) {
+        self.core.handle(time, input, &mut self.outbox);
         self.perform(None);
     }
 
@@ -380,6 +398,8 @@ struct Io {
     lost: Vec<ConnId>,
     /// When the master's connection was last part of a poll.
     master_polled: Instant,
+    /// The clock as [`Shared::read_round`] last read it, after its poll.
+    clock: Instant,
     /// Where each polled socket is in `readers` (the master's may be left out).
     polled: Vec<usize>,
     /// Whether a calling reader polls a little before sleeping.
@@ -465,7 +485,8 @@ impl Shared {
         timeout: Duration,
         sent: impl FnOnce(),
     ) -> CallResult {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         // Reads are answered within microseconds by an idle storage: their reader may
         // spin for the answer (commits wait for disks, which spinning would only waste).
         let quick = matches!(
@@ -478,7 +499,9 @@ impl Shared {
             }
             let op = state.next_op;
             state.next_op += 1;
-            state.core.submit(now(), op, operation, &mut state.outbox);
+            state
+                .core
+                .submit(time_of(started), op, operation, &mut state.outbox);
             if let Some(result) = state.perform(Some(op)) {
                 return (Submitted::Done(result), false);
             }
@@ -503,25 +526,35 @@ impl Shared {
         }
         match submitted {
             Submitted::Done(result) => CallResult::Done(result),
-            Submitted::Lead(op, slot) => self.lead(op, &slot, deadline, quick),
+            Submitted::Lead(op, slot) => self.lead(op, &slot, started, deadline, quick),
             Submitted::Follow(op, slot) => self.follow(op, &slot, deadline, quick),
         }
     }
 
     /// Reads the sockets until `op` completes, then hands the reading over.
-    /// `quick`: the answer is expected within microseconds (see [`Spinner`]).
-    fn lead(self: &Arc<Self>, op: OpId, slot: &Slot, deadline: Instant, quick: bool) -> CallResult {
+    /// `clock`: a recent reading of the clock. `quick`: the answer is expected within
+    /// microseconds (see [`Spinner`]).
+    fn lead(
+        self: &Arc<Self>,
+        op: OpId,
+        slot: &Slot,
+        clock: Instant,
+        deadline: Instant,
+        quick: bool,
+    ) -> CallResult {
+        let mut clock = clock;
         let result = {
             let mut io = lock(&self.io);
             loop {
                 if let Some(result) = slot.take() {
                     break Some(result);
                 }
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = deadline.saturating_duration_since(clock);
                 if left.is_zero() {
                     break None;
                 }
                 self.read_round(&mut io, left, Reading::Caller { quick });
+                clock = io.clock;
             }
         };
         self.with(|state| {
@@ -529,7 +562,7 @@ impl Shared {
                 state.slots.remove(&op);
             }
             state.reader = Reader::Nobody;
-            state.last_read = Instant::now();
+            state.last_read = clock;
             state.hand_over();
         });
         match result.or_else(|| slot.take()) {
@@ -597,7 +630,7 @@ impl Shared {
                 }
             });
             if lead {
-                return self.lead(op, slot, deadline, quick);
+                return self.lead(op, slot, Instant::now(), deadline, quick);
             }
         }
     }
@@ -627,16 +660,20 @@ impl Shared {
             let lazy = !background && !state.core.awaits_master();
             (state.core.deadline(), state.core.master_conn(), lazy)
         };
+        // The clock is read once before the poll and once after it.
+        let started = Instant::now();
         let mut wait = wait;
         if let Some(deadline) = core_deadline {
-            wait = wait.min(Duration::from_secs_f64((deadline - now()).max(0.0)));
+            wait = wait.min(Duration::from_secs_f64(
+                (deadline - time_of(started)).max(0.0),
+            ));
         }
-        let since_master = io.master_polled.elapsed();
+        let since_master = started.saturating_duration_since(io.master_polled);
         let skip_master = lazy && since_master < MASTER_READ_DELAY;
         if skip_master {
             wait = wait.min(MASTER_READ_DELAY - since_master);
         } else {
-            io.master_polled = Instant::now();
+            io.master_polled = started;
         }
         io.pollfds.clear();
         io.polled.clear();
@@ -664,7 +701,6 @@ impl Shared {
             // in an Arc held by `io.readers`).
             unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, millis) }
         };
-        let started = Instant::now();
         let mut ready = 0;
         let quick = self.spin && reading == Reading::Caller { quick: true };
         if quick && io.spin.wanted() {
@@ -677,9 +713,12 @@ impl Shared {
         }
         if ready == 0 {
             ready = poll(&mut io.pollfds, millis);
+            io.clock = Instant::now();
             if ready > 0 && quick {
-                io.spin.slept(started.elapsed());
+                io.spin.slept(io.clock.saturating_duration_since(started));
             }
+        } else {
+            io.clock = Instant::now();
         }
         if ready < 0 {
             let error = io::Error::last_os_error();
@@ -750,6 +789,7 @@ impl Shared {
             return false;
         }
         let Io { inputs, lost, .. } = io;
+        let time = time_of(io.clock);
         self.with(|state| {
             if kicked {
                 state.kicked = false;
@@ -757,7 +797,7 @@ impl Shared {
             for (conn, input) in inputs.drain(..) {
                 // What a connection the core closed still sends is nobody's.
                 if state.conns.contains_key(&conn) {
-                    state.feed(input);
+                    state.feed_at(time, input);
                 }
             }
             for conn in lost.drain(..) {
@@ -765,11 +805,11 @@ impl Shared {
                     state.readers_version += 1;
                 }
                 if state.conns.remove(&conn).is_some() {
-                    state.feed(Input::Closed { conn });
+                    state.feed_at(time, Input::Closed { conn });
                 }
             }
-            if state.core.deadline().is_some_and(|d| d <= now()) {
-                state.feed(Input::Timer);
+            if state.core.deadline().is_some_and(|d| d <= time) {
+                state.feed_at(time, Input::Timer);
             }
         });
         kicked
@@ -980,6 +1020,7 @@ pub(crate) fn start(
             inputs: Vec::new(),
             lost: Vec::new(),
             master_polled: Instant::now(),
+            clock: Instant::now(),
             polled: Vec::new(),
             spin: Spinner::new(),
         }),
