@@ -8,6 +8,7 @@
 //! status `'p'`; later transactions are copied whole, their backpointers
 //! re-targeted as `restore` would.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -247,14 +248,17 @@ impl<'s> Gc<'s> {
                 self.records_seen += 1;
                 if record.data.is_none() && record.back != 0 && record.back < self.pack_pos {
                     let oid = record.header.oid.0;
-                    if self.reachable.contains_key(&oid) {
-                        let extra = self.reachable_extra.entry(oid).or_default();
-                        if !extra.contains(&record.back) {
-                            extra.push(record.back);
-                            extra_roots.push(record.back);
+                    match self.reachable.entry(oid) {
+                        Entry::Occupied(_) => {
+                            let extra = self.reachable_extra.entry(oid).or_default();
+                            if !extra.contains(&record.back) {
+                                extra.push(record.back);
+                                extra_roots.push(record.back);
+                            }
                         }
-                    } else {
-                        self.reachable.insert(oid, record.back);
+                        Entry::Vacant(entry) => {
+                            entry.insert(record.back);
+                        }
                     }
                 }
             }

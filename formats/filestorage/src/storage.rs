@@ -1238,7 +1238,7 @@ fn take_lock(path: &Path) -> Result<File> {
         });
     }
     let _ = lock.set_len(0);
-    let _ = write!(lock, " {}\n", std::process::id());
+    let _ = writeln!(lock, " {}", std::process::id());
     Ok(lock)
 }
 

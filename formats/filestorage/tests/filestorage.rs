@@ -44,8 +44,8 @@ fn python() -> Option<PathBuf> {
 fn py(script: &str, args: &[&str]) -> (i32, String, String) {
     let python = python().expect("checked by the caller");
     let mut command = Command::new(python);
-    if script.starts_with('-') {
-        command.args(["-m", &script[1..]]);
+    if let Some(module) = script.strip_prefix('-') {
+        command.args(["-m", module]);
     } else {
         command.arg(data_dir().join("zodb").join(script));
     }
