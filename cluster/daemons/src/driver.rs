@@ -16,14 +16,14 @@
 //! usually follows within microseconds, and the thread then needs no wakeup (nor, on a
 //! shared machine, to be moved next to the reader by the kernel's wakeup).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use neo_net::id_map::IdMap;
 use neo_net::{ConnectionHandle, Event, Net, NetConfig, Poller, SendError};
 use neo_node::io::OUTGOING;
 use neo_node::{ConnId, Input, Node, Outbox, Output, Time};
@@ -181,33 +181,6 @@ impl Driver {
         code
     }
 }
-
-/// Hashes connection ids, which this process assigns (peers do not choose them) and
-/// which are mostly consecutive: one multiplication instead of SipHash's rounds, in maps
-/// looked up several times per packet.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        // An odd multiplier spreads consecutive ids over the buckets (low bits) and gives
-        // the table's tags (high bits) mixed bits.
-        self.0 = (self.0.rotate_left(5) ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A map keyed by connection ids.
-type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// The two-way mapping between the node's connection ids and the network's.
 #[derive(Default)]

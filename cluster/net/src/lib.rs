@@ -16,6 +16,7 @@
 //! and closes. TLS is not implemented yet; [`StreamWrapper`] is where it will plug in.
 
 mod connection;
+pub mod id_map;
 mod poller;
 pub mod socket;
 pub mod spin;

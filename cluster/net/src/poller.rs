@@ -13,8 +13,7 @@
 //! microseconds (a storage serving reads) may have the thread poll before it sleeps.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
@@ -25,6 +24,7 @@ use neo_protocol::{Decoder, HandshakeMode};
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::connection::{dispatch, push_command, Command, Shared};
+use crate::id_map::IdMap;
 use crate::spin::{Spinner, Spun};
 use crate::{CloseReason, ConnectionId, Event};
 
@@ -128,29 +128,6 @@ struct Reader {
     decoder: Decoder,
 }
 
-/// Hashes connection ids, which this process assigns and which are mostly consecutive: one
-/// multiplication instead of SipHash's rounds for every read.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        // An odd multiplier spreads consecutive ids over the buckets (low bits) and gives
-        // the table's tags (high bits) mixed bits.
-        self.0 = (self.0.rotate_left(5) ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// The epoll token of the eventfd (connection ids start at 1).
 const WAKE_TOKEN: u64 = 0;
 
@@ -164,7 +141,7 @@ struct State {
     rx: mpsc::Receiver<Internal>,
     wake: Arc<Wake>,
     epoll: OwnedFd,
-    readers: HashMap<ConnectionId, Reader, BuildHasherDefault<IdHasher>>,
+    readers: IdMap<ConnectionId, Reader>,
     /// Events read from sockets, delivered before anything else.
     queue: VecDeque<Event>,
     ready: Vec<libc::epoll_event>,
@@ -197,7 +174,7 @@ impl Poller {
             rx,
             wake: wake.clone(),
             epoll,
-            readers: HashMap::default(),
+            readers: IdMap::default(),
             queue: VecDeque::new(),
             ready: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
             spinner: Spinner::new(),
