@@ -164,15 +164,24 @@ struct Row {
 /// The label of NEO/py's own column (its client against its cluster).
 pub const NEO_PY_LABEL: &str = "NEO/py";
 
+/// The warm-load target: cache hits must not be slower than NEO/py's, whose column (if
+/// any, after ours) gives it.
+pub fn neo_py_warm(runs: &[Figures]) -> Option<f64> {
+    runs.iter()
+        .skip(1)
+        .find(|r| r.label == NEO_PY_LABEL)
+        .map(|r| r.warm.p50_us)
+}
+
 /// The side-by-side table. The first run is ours; each other column gets a ratio saying
 /// how many times better the first run is (above 1: we are better).
 pub fn table(runs: &[Figures]) -> String {
-    // Cache hits must not be slower than NEO/py's, whose column gives the target.
-    let neo_py_warm = runs
-        .iter()
-        .skip(1)
-        .find(|r| r.label == NEO_PY_LABEL)
-        .map(|r| r.warm.p50_us);
+    let rows = rows(runs, neo_py_warm(runs));
+    render(runs, &rows)
+}
+
+/// The rows of the table, with one value per run.
+fn rows(runs: &[Figures], neo_py_warm: Option<f64>) -> Vec<Row> {
     let mut rows = vec![
         row(runs, "populate (s)", Better::Lower, None, |f| {
             Some(f.populate_seconds)
@@ -241,7 +250,10 @@ pub fn table(runs: &[Figures]) -> String {
             move |f| find(f).map(|c| c.per_second),
         ));
     }
+    rows
+}
 
+fn render(runs: &[Figures], rows: &[Row]) -> String {
     let mut header = vec!["workload".to_owned(), "target".to_owned()];
     for (i, run) in runs.iter().enumerate() {
         header.push(run.label.clone());
@@ -250,16 +262,12 @@ pub fn table(runs: &[Figures]) -> String {
         }
     }
     let mut lines = vec![header];
-    for row in &rows {
+    for row in rows {
         let mut line = vec![row.name.clone(), target_text(row)];
         for (i, value) in row.values.iter().enumerate() {
             let mut cell = value.map_or("-".to_owned(), number_text);
             if i == 0 {
-                if let (Some(target), Some(value)) = (row.target, value) {
-                    let met = match row.better {
-                        Better::Higher => *value >= target,
-                        Better::Lower => *value <= target,
-                    };
+                if let Some(met) = value.and_then(|value| row.meets(value)) {
                     cell.push_str(if met { " ok" } else { " MISS" });
                 }
             }
@@ -304,6 +312,150 @@ pub fn table(runs: &[Figures]) -> String {
     }
     if runs.len() > 1 {
         out.push_str("ratio: how many times better the first column is (above 1: better).\n");
+    }
+    out
+}
+
+impl Row {
+    /// Whether `value` meets the row's target, if it has one.
+    fn meets(&self, value: f64) -> Option<bool> {
+        let target = self.target?;
+        Some(match self.better {
+            Better::Higher => value >= target,
+            Better::Lower => value <= target,
+        })
+    }
+}
+
+/// The median of `values` (the mean of the two middle ones for an even count), NaN for
+/// none.
+fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// One figure over several runs of ours: each run's, where it has it.
+fn each<T>(runs: &[Figures], value: impl Fn(&Figures) -> Option<T>) -> Vec<T> {
+    runs.iter().filter_map(value).collect()
+}
+
+/// Several runs of ours as one: the median of each figure, over the runs that have it (the
+/// workloads and processes are those of the first run).
+pub fn median(runs: &[Figures]) -> Figures {
+    let Some(first) = runs.first() else {
+        return Figures::default();
+    };
+    let m = |value: &dyn Fn(&Figures) -> Option<f64>| median_of(each(runs, value));
+    let latency = |latency: &dyn Fn(&Figures) -> Option<Latency>| Latency {
+        p50_us: m(&|f| latency(f).map(|l| l.p50_us)),
+        p99_us: m(&|f| latency(f).map(|l| l.p99_us)),
+    };
+    Figures {
+        label: first.label.clone(),
+        populate_seconds: m(&|f| Some(f.populate_seconds)),
+        cold: latency(&|f| Some(f.cold)),
+        warm: latency(&|f| Some(f.warm)),
+        loads: first
+            .loads
+            .iter()
+            .map(|&(k, _)| {
+                let rate = m(&|f| f.loads.iter().find(|(c, _)| *c == k).map(|(_, r)| *r));
+                (k, rate)
+            })
+            .collect(),
+        commits: first
+            .commits
+            .iter()
+            .map(|&(k, _)| {
+                let find = |f: &Figures| f.commits.iter().find(|(c, _)| *c == k).map(|(_, c)| *c);
+                let commits = Commits {
+                    latency: latency(&|f| find(f).map(|c| c.latency)),
+                    per_second: m(&|f| find(f).map(|c| c.per_second)),
+                };
+                (k, commits)
+            })
+            .collect(),
+        cpu: first
+            .cpu
+            .iter()
+            .map(|(workload, cpu)| {
+                let processes = cpu
+                    .processes
+                    .iter()
+                    .map(|(process, _)| {
+                        let us = m(&|f| {
+                            let (_, cpu) = f.cpu.iter().find(|(w, _)| w == workload)?;
+                            let (_, us) = cpu.processes.iter().find(|(p, _)| p == process)?;
+                            Some(*us)
+                        });
+                        (process.clone(), us)
+                    })
+                    .collect();
+                (workload.clone(), CpuPerOperation { processes })
+            })
+            .collect(),
+    }
+}
+
+/// For each figure with a target, its spread over several runs of ours and how many runs
+/// met the target: what a median alone hides on a machine whose speed varies.
+pub fn spread(runs: &[Figures], neo_py_warm: Option<f64>) -> String {
+    let rows: Vec<Row> = rows(runs, neo_py_warm)
+        .into_iter()
+        .filter(|row| row.target.is_some())
+        .collect();
+    let mut lines = vec![[
+        "workload".to_owned(),
+        "target".to_owned(),
+        "min".to_owned(),
+        "median".to_owned(),
+        "max".to_owned(),
+        "runs meeting it".to_owned(),
+    ]];
+    for row in &rows {
+        let values: Vec<f64> = row.values.iter().flatten().copied().collect();
+        if values.is_empty() {
+            continue;
+        }
+        let met = values
+            .iter()
+            .filter(|&&v| row.meets(v) == Some(true))
+            .count();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        lines.push([
+            row.name.clone(),
+            target_text(row),
+            number_text(min),
+            number_text(median_of(values.clone())),
+            number_text(max),
+            format!("{met} of {}", values.len()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for line in &lines {
+        for (c, cell) in line.iter().enumerate() {
+            if c == 0 {
+                let _ = write!(out, "{cell:<width$}", width = widths[c]);
+            } else {
+                let _ = write!(out, "  {cell:>width$}", width = widths[c]);
+            }
+        }
+        out.push('\n');
     }
     out
 }
@@ -423,6 +575,89 @@ mod tests {
             .find(|l| l.starts_with("warm load p50"))
             .unwrap();
         assert!(!warm.contains("ok") && !warm.contains("MISS"), "{warm}");
+    }
+
+    /// A run of ours with these figures.
+    fn run(cold_p50: f64, loads16: f64, commits16: f64, storage_cpu: f64) -> Figures {
+        Figures {
+            label: "ours".into(),
+            populate_seconds: 1.0,
+            cold: Latency {
+                p50_us: cold_p50,
+                p99_us: cold_p50 * 2.0,
+            },
+            warm: Latency {
+                p50_us: 0.5,
+                p99_us: 1.0,
+            },
+            loads: vec![(1, 50_000.0), (16, loads16)],
+            commits: vec![(
+                16,
+                Commits {
+                    latency: Latency {
+                        p50_us: 2000.0,
+                        p99_us: 5000.0,
+                    },
+                    per_second: commits16,
+                },
+            )],
+            cpu: vec![(
+                "load, 16 conn".into(),
+                CpuPerOperation {
+                    processes: vec![("client".into(), 9.0), ("storage_0".into(), storage_cpu)],
+                },
+            )],
+        }
+    }
+
+    #[test]
+    fn repeated_runs_show_their_medians_and_each_target_s_spread() {
+        let runs = [
+            run(12.0, 110_000.0, 5500.0, 7.0),
+            run(30.0, 90_000.0, 6000.0, 11.0),
+            run(14.0, 120_000.0, 4000.0, 8.0),
+        ];
+        let median = median(&runs);
+        assert_eq!(median.cold.p50_us, 14.0);
+        assert_eq!(median.cold.p99_us, 28.0);
+        assert_eq!(median.loads, vec![(1, 50_000.0), (16, 110_000.0)]);
+        assert_eq!(median.commits[0].1.per_second, 5500.0);
+        assert_eq!(median.cpu[0].1.processes[1], ("storage_0".into(), 8.0));
+        // An even count takes the mean of the two middle values.
+        assert_eq!(median_of(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median_of(Vec::new()).is_nan());
+
+        let text = spread(&runs, Some(0.4));
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            line("loads, 16 conn"),
+            "loads, 16 conn (obj/s) >= 100000 90000 110000 120000 2 of 3"
+        );
+        assert_eq!(
+            line("cold load p50"),
+            "cold load p50 (us) <= 25.00 12.00 14.00 30.00 2 of 3"
+        );
+        assert_eq!(
+            line("commit, 16 committer(s) (commits/s)"),
+            "commit, 16 committer(s) (commits/s) >= 5000 4000 5500 6000 2 of 3"
+        );
+        // NEO/py's warm loads (0.4 us) are the target of ours (0.5 us).
+        assert_eq!(
+            line("warm load p50"),
+            "warm load p50 (us) <= 0.40 0.50 0.50 0.50 0 of 3"
+        );
+        // Figures without a target are not in the spread.
+        assert!(
+            !text.contains("loads, 1 conn") && !text.contains("p99"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -84,6 +84,11 @@ struct Args {
     /// spinning brings.
     #[arg(long)]
     no_spin: bool,
+    /// Run our workload this many times (each on a fresh cluster of ours), show the median
+    /// of each figure in the table, and below it each target's spread over the runs (on a
+    /// shared machine one run can be slowed by the host); NEO/py's column runs once
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
     /// Keep our cluster's directory (databases, daemons' stderr) and say where.
     #[arg(long)]
     keep: bool,
@@ -127,51 +132,15 @@ fn run(args: Args) -> Result<()> {
         spin: !args.no_spin,
     };
     let progress = |message: &str| eprintln!("neobench: {message}");
-    let mut runs: Vec<Figures> = Vec::new();
-
-    match (&args.master, &args.cluster) {
-        (Some(master), Some(name)) => {
-            progress(&format!("Rust client against {name} at {master}"));
-            runs.push(workload::run(
-                "rust", master, name, &workload, None, &progress,
-            )?);
+    // Ours, once per --repeat.
+    let mut ours: Vec<Figures> = Vec::new();
+    for round in 1..=args.repeat {
+        if args.repeat > 1 {
+            progress(&format!("run {round} of {}", args.repeat));
         }
-        _ => {
-            let bin_dir = match &args.bin_dir {
-                Some(dir) => dir.clone(),
-                None => std::env::current_exe()
-                    .context("finding neobench's executable")?
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .context("finding the daemons' directory")?,
-            };
-            progress(&format!(
-                "starting our cluster: 1 master, {} SQLite storage(s) from {}",
-                args.storages,
-                bin_dir.display()
-            ));
-            let mut cluster = OwnCluster::start(
-                &bin_dir,
-                args.storages,
-                args.partitions,
-                args.sqlite_pragmas.as_deref(),
-            )?;
-            let meter = CpuMeter::new(cluster.pids.clone());
-            let master = cluster.master.to_string();
-            let name = cluster.name.clone();
-            let result = workload::run("ours", &master, &name, &workload, Some(&meter), &progress);
-            let result = result.map_err(|e| match cluster.exited() {
-                Some(exited) => e.context(exited),
-                None => e,
-            });
-            if args.keep {
-                if let Some(dir) = cluster.keep() {
-                    progress(&format!("our cluster's files are in {}", dir.display()));
-                }
-            }
-            runs.push(result?);
-        }
+        ours.push(run_ours(&args, &workload, &progress)?);
     }
+    let mut runs = vec![figures::median(&ours)];
 
     if let (Some(master), Some(name)) = (&args.neo_py_master, &args.neo_py_cluster) {
         let neopy = NeoPy {
@@ -201,7 +170,7 @@ fn run(args: Args) -> Result<()> {
     }
 
     if args.json {
-        for run in &runs {
+        for run in ours.iter().chain(&runs[1..]) {
             println!("{}", run.to_json());
         }
     }
@@ -209,10 +178,59 @@ fn run(args: Args) -> Result<()> {
         "{} objects of {} bytes, {} serial loads, {}s per parallel phase",
         workload.objects, workload.object_size, workload.serial_loads, workload.seconds
     );
+    if ours.len() > 1 {
+        println!("{}: the median of {} runs", runs[0].label, ours.len());
+    }
     print!("{}", figures::table(&runs));
+    if ours.len() > 1 {
+        println!("{} over its {} runs:", runs[0].label, ours.len());
+        print!("{}", figures::spread(&ours, figures::neo_py_warm(&runs)));
+    }
     if let Some(ours) = runs.first().filter(|r| !r.cpu.is_empty()) {
         println!("CPU per operation (us), {}:", ours.label);
         print!("{}", figures::cpu_table(ours));
     }
     Ok(())
+}
+
+/// One run of our workload: on the cluster given by --master, else on a fresh cluster of
+/// ours (with CPU figures).
+fn run_ours(args: &Args, workload: &Workload, progress: &dyn Fn(&str)) -> Result<Figures> {
+    if let (Some(master), Some(name)) = (&args.master, &args.cluster) {
+        progress(&format!("Rust client against {name} at {master}"));
+        return workload::run("rust", master, name, workload, None, progress);
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .context("finding neobench's executable")?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("finding the daemons' directory")?,
+    };
+    progress(&format!(
+        "starting our cluster: 1 master, {} SQLite storage(s) from {}",
+        args.storages,
+        bin_dir.display()
+    ));
+    let mut cluster = OwnCluster::start(
+        &bin_dir,
+        args.storages,
+        args.partitions,
+        args.sqlite_pragmas.as_deref(),
+    )?;
+    let meter = CpuMeter::new(cluster.pids.clone());
+    let master = cluster.master.to_string();
+    let name = cluster.name.clone();
+    let result = workload::run("ours", &master, &name, workload, Some(&meter), progress);
+    let result = result.map_err(|e| match cluster.exited() {
+        Some(exited) => e.context(exited),
+        None => e,
+    });
+    if args.keep {
+        if let Some(dir) = cluster.keep() {
+            progress(&format!("our cluster's files are in {}", dir.display()));
+        }
+    }
+    result
 }
