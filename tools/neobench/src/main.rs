@@ -6,6 +6,7 @@
 
 mod cluster;
 mod figures;
+mod host;
 mod neopy;
 mod workload;
 
@@ -97,6 +98,9 @@ struct Args {
     json: bool,
 }
 
+/// Round trips of each host probe (a fraction of a second).
+const HOST_ROUND_TRIPS: usize = 10_000;
+
 fn main() {
     let args = Args::parse();
     match run(args) {
@@ -132,6 +136,9 @@ fn run(args: Args) -> Result<()> {
         spin: !args.no_spin,
     };
     let progress = |message: &str| eprintln!("neobench: {message}");
+    // The host's speed around our runs: the figures move with it.
+    progress("measuring the host's loopback round trip");
+    let host_before = host::probe(HOST_ROUND_TRIPS)?;
     // Ours, once per --repeat.
     let mut ours: Vec<Figures> = Vec::new();
     for round in 1..=args.repeat {
@@ -140,6 +147,7 @@ fn run(args: Args) -> Result<()> {
         }
         ours.push(run_ours(&args, &workload, &progress)?);
     }
+    let host_after = host::probe(HOST_ROUND_TRIPS)?;
     let mut runs = vec![figures::median(&ours)];
 
     if let (Some(master), Some(name)) = (&args.neo_py_master, &args.neo_py_cluster) {
@@ -178,6 +186,8 @@ fn run(args: Args) -> Result<()> {
         "{} objects of {} bytes, {} serial loads, {}s per parallel phase",
         workload.objects, workload.object_size, workload.serial_loads, workload.seconds
     );
+    println!("host before our runs: {host_before}");
+    println!("host after our runs:  {host_after}");
     if ours.len() > 1 {
         println!("{}: the median of {} runs", runs[0].label, ours.len());
     }
