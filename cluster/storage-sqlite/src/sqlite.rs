@@ -1424,31 +1424,30 @@ struct LoadStatements {
     before: RefCell<Prepared>,
 }
 
+/// The next serial of the selected revision, for the loads that need it.
+const NEXT_SERIAL: &str = "(SELECT n.tid FROM obj AS n WHERE n.partition=o.partition \
+     AND n.oid=o.oid AND n.tid>o.tid ORDER BY n.tid LIMIT 1)";
+
+/// A load statement: the columns of [`LoadStatements`], with `next` for the next serial,
+/// for (partition, oid) and whatever `filter` adds.
+fn load_sql(next: &str, filter: &str) -> String {
+    format!(
+        "SELECT o.tid, o.data_id, o.value_tid, {next}, d.compression, d.hash, d.value \
+         FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
+         WHERE o.partition=? AND o.oid=? {filter}"
+    )
+}
+
 impl LoadStatements {
     fn prepare(conn: &Connection) -> Result<LoadStatements> {
-        let prepare = |sql: &str| Prepared::new(conn, sql).map(RefCell::new);
+        let prepare = |sql: String| Prepared::new(conn, &sql).map(RefCell::new);
         Ok(LoadStatements {
-            current: prepare(
-                "SELECT o.tid, o.data_id, o.value_tid, NULL, d.compression, d.hash, d.value \
-                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
-                 WHERE o.partition=? AND o.oid=? ORDER BY o.tid DESC LIMIT 1",
-            )?,
-            at: prepare(
-                "SELECT o.tid, o.data_id, o.value_tid, \
-                 (SELECT n.tid FROM obj AS n WHERE n.partition=o.partition AND n.oid=o.oid \
-                 AND n.tid>o.tid ORDER BY n.tid LIMIT 1), \
-                 d.compression, d.hash, d.value \
-                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
-                 WHERE o.partition=? AND o.oid=? AND o.tid=?",
-            )?,
-            before: prepare(
-                "SELECT o.tid, o.data_id, o.value_tid, \
-                 (SELECT n.tid FROM obj AS n WHERE n.partition=o.partition AND n.oid=o.oid \
-                 AND n.tid>o.tid ORDER BY n.tid LIMIT 1), \
-                 d.compression, d.hash, d.value \
-                 FROM obj AS o LEFT JOIN data AS d ON d.id=o.data_id \
-                 WHERE o.partition=? AND o.oid=? AND o.tid<? ORDER BY o.tid DESC LIMIT 1",
-            )?,
+            current: prepare(load_sql("NULL", "ORDER BY o.tid DESC LIMIT 1"))?,
+            at: prepare(load_sql(NEXT_SERIAL, "AND o.tid=?"))?,
+            before: prepare(load_sql(
+                NEXT_SERIAL,
+                "AND o.tid<? ORDER BY o.tid DESC LIMIT 1",
+            ))?,
         })
     }
 }

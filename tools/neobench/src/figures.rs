@@ -288,28 +288,7 @@ fn render(runs: &[Figures], rows: &[Row]) -> String {
         }
         lines.push(line);
     }
-    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            lines
-                .iter()
-                .filter_map(|l| l.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for line in &lines {
-        for (c, cell) in line.iter().enumerate() {
-            if c == 0 {
-                let _ = write!(out, "{cell:<width$}", width = widths[c]);
-            } else {
-                let _ = write!(out, "  {cell:>width$}", width = widths[c]);
-            }
-        }
-        out.push('\n');
-    }
+    let mut out = columns(&lines);
     if runs.len() > 1 {
         out.push_str("ratio: how many times better the first column is (above 1: better).\n");
     }
@@ -339,18 +318,16 @@ fn median_of(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// One figure over several runs of ours: each run's, where it has it.
-fn each<T>(runs: &[Figures], value: impl Fn(&Figures) -> Option<T>) -> Vec<T> {
-    runs.iter().filter_map(value).collect()
-}
-
 /// Several runs of ours as one: the median of each figure, over the runs that have it (the
 /// workloads and processes are those of the first run).
 pub fn median(runs: &[Figures]) -> Figures {
     let Some(first) = runs.first() else {
         return Figures::default();
     };
-    let m = |value: &dyn Fn(&Figures) -> Option<f64>| median_of(each(runs, value));
+    // One figure's median over the runs that have it.
+    let m = |value: &dyn Fn(&Figures) -> Option<f64>| {
+        median_of(runs.iter().filter_map(value).collect())
+    };
     let latency = |latency: &dyn Fn(&Figures) -> Option<Latency>| Latency {
         p50_us: m(&|f| latency(f).map(|l| l.p50_us)),
         p99_us: m(&|f| latency(f).map(|l| l.p99_us)),
@@ -409,7 +386,7 @@ pub fn spread(runs: &[Figures], neo_py_warm: Option<f64>) -> String {
         .into_iter()
         .filter(|row| row.target.is_some())
         .collect();
-    let mut lines = vec![[
+    let mut lines = vec![vec![
         "workload".to_owned(),
         "target".to_owned(),
         "min".to_owned(),
@@ -428,7 +405,7 @@ pub fn spread(runs: &[Figures], neo_py_warm: Option<f64>) -> String {
             .count();
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        lines.push([
+        lines.push(vec![
             row.name.clone(),
             target_text(row),
             number_text(min),
@@ -437,17 +414,24 @@ pub fn spread(runs: &[Figures], neo_py_warm: Option<f64>) -> String {
             format!("{met} of {}", values.len()),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
+    columns(&lines)
+}
+
+/// Lines of cells as aligned columns: the first to the left, the others to the right.
+fn columns(lines: &[Vec<String>]) -> String {
+    let count = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..count)
         .map(|c| {
             lines
                 .iter()
-                .map(|l| l[c].chars().count())
+                .filter_map(|l| l.get(c))
+                .map(|s| s.chars().count())
                 .max()
                 .unwrap_or(0)
         })
         .collect();
     let mut out = String::new();
-    for line in &lines {
+    for line in lines {
         for (c, cell) in line.iter().enumerate() {
             if c == 0 {
                 let _ = write!(out, "{cell:<width$}", width = widths[c]);
